@@ -23,12 +23,13 @@ All scheduling uses the event loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -100,7 +101,7 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class Outcome:
     """What one attempt to send a batch leads to."""
 
     wait_s: float  # 0: go on at once
@@ -131,26 +132,32 @@ class Uplink:
         """Send now rather than at the next interval (new events, or shutdown)."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    @contextlib.asynccontextmanager
+    async def connected(self, total_timeout_s: float | None = None) -> AsyncIterator[None]:
+        """An HTTP session to the collector for :meth:`send_once` (one connection, kept alive)."""
         connector = aiohttp.TCPConnector(limit=1, ssl=self._ssl_context())
-        timeout = aiohttp.ClientTimeout(total=self.link.timeout_s)
+        timeout = aiohttp.ClientTimeout(total=total_timeout_s or self.link.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.connected():
             while not stop.is_set():
                 outcome = await self.send_once()
                 if outcome is None:  # the spool is empty
                     await self._sleep(self.settings.interval_s, stop, wakeable=True)
                 elif outcome.wait_s > 0:
                     await self._sleep(outcome.wait_s, stop, wakeable=False)
-            self._session = None
 
     async def flush(self, deadline_s: float) -> None:
         """Best effort at shutdown: send what fits before the deadline."""
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
-        connector = aiohttp.TCPConnector(limit=1, ssl=self._ssl_context())
-        async with aiohttp.ClientSession(connector=connector) as session:
-            self._session = session
+        async with self.connected(total_timeout_s=deadline_s):
             while loop.time() < end and self.status.state != "unauthorized":
                 try:
                     outcome = await asyncio.wait_for(self.send_once(), end - loop.time())
@@ -158,29 +165,29 @@ class Uplink:
                     break
                 if outcome is None or outcome.wait_s > 0:
                     break
-            self._session = None
 
-    async def send_once(self) -> _Outcome | None:
+    async def send_once(self) -> Outcome | None:
         """Send the oldest batch once; ``None`` when there was nothing to send."""
         limit, max_bytes = self._batch_limit, self.settings.batch_max_bytes
         batch: Batch = await self._spool(lambda s: s.peek(limit, max_bytes))
         if not batch:
+            # A limit learnt from a 413 holds until the backlog is gone.
+            self._batch_limit = self.settings.batch_max_events
             return None
         outcome = await self._send(batch)
         if outcome.shrink_to is not None:
             self._batch_limit = outcome.shrink_to
-        elif outcome.wait_s == 0 and self._batch_limit < self.settings.batch_max_events:
-            self._batch_limit = min(self.settings.batch_max_events, self._batch_limit * 2)
         return outcome
 
-    async def _send(self, batch: Batch) -> _Outcome:
+    async def _send(self, batch: Batch) -> Outcome:
         body = gzip_body(encode_report_raw(self.agent, datetime.now(UTC), batch.bodies))
         headers = {
             "Authorization": f"Bearer {self.link.token}",
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
         }
-        assert self._session is not None
+        if self._session is None:
+            raise RuntimeError("send_once() needs `async with uplink.connected()`")
         try:
             async with self._session.post(
                 self.link.url + REPORTS_PATH, data=body, headers=headers
@@ -202,12 +209,12 @@ class Uplink:
         outcome = self._failed(f"collector answered {status}: {error}")
         if status == 429 and retry_after is not None:
             try:
-                return _Outcome(wait_s=min(float(retry_after), self.settings.backoff_max_s))
+                return Outcome(wait_s=min(float(retry_after), self.settings.backoff_max_s))
             except ValueError:
                 pass
         return outcome
 
-    async def _acknowledged(self, batch: Batch, payload: bytes) -> _Outcome:
+    async def _acknowledged(self, batch: Batch, payload: bytes) -> Outcome:
         try:
             ack = decode_ack(payload)
         except ProtocolError as err:
@@ -226,17 +233,17 @@ class Uplink:
         if len(acked) < len(batch):
             # The collector kept some back; do not spin on them.
             return self._failed(f"collector acknowledged {len(acked)} of {len(batch)} events")
-        return _Outcome(wait_s=0)
+        return Outcome(wait_s=0)
 
-    def _failed(self, reason: str) -> _Outcome:
+    def _failed(self, reason: str) -> Outcome:
         self._note_error(reason)
         self.status.consecutive_failures += 1
         if self.status.state != "backoff":
             log.warning("uplink_backoff", reason=reason)
         self.status.state = "backoff"
-        return _Outcome(wait_s=self.backoff.next_delay())
+        return Outcome(wait_s=self.backoff.next_delay())
 
-    def _unauthorized(self, status: int, error: str) -> _Outcome:
+    def _unauthorized(self, status: int, error: str) -> Outcome:
         self._note_error(f"collector refused the token ({status}): {error}")
         if self.status.state != "unauthorized":
             log.error(
@@ -246,28 +253,26 @@ class Uplink:
                 hint="check collector.token / token_file and agent.terminal_id / store_id",
             )
         self.status.state = "unauthorized"
-        return _Outcome(wait_s=self.settings.backoff_max_s)
+        return Outcome(wait_s=self.settings.backoff_max_s)
 
-    async def _too_large(self, batch: Batch, error: str) -> _Outcome:
+    async def _too_large(self, batch: Batch, error: str) -> Outcome:
         if len(batch) > 1:
-            return _Outcome(wait_s=0, shrink_to=max(1, len(batch) // 2))
+            return Outcome(wait_s=0, shrink_to=max(1, len(batch) // 2))
         return await self._quarantine(batch.seqs, 413, f"too large even alone: {error}")
 
-    async def _malformed(
-        self, batch: Batch, status: int, error: str, field: str | None
-    ) -> _Outcome:
+    async def _malformed(self, batch: Batch, status: int, error: str, field: str | None) -> Outcome:
         match = _EVENT_FIELD.match(field or "")
         seqs = batch.seqs
         if match is not None and int(match.group(1)) < len(batch):
             seqs = (batch.seqs[int(match.group(1))],)
         return await self._quarantine(seqs, status, f"{error} (field {field})")
 
-    async def _quarantine(self, seqs: tuple[int, ...], status: int, reason: str) -> _Outcome:
+    async def _quarantine(self, seqs: tuple[int, ...], status: int, reason: str) -> Outcome:
         moved = await self._spool(lambda s: s.quarantine(seqs, status=status, reason=reason))
         self.status.quarantined_events += moved
         self._note_error(f"collector rejected {len(seqs)} events ({status}): {reason}")
         log.error("uplink_quarantined", events=moved, status=status, reason=reason)
-        return _Outcome(wait_s=0)
+        return Outcome(wait_s=0)
 
     def _note_error(self, reason: str) -> None:
         self.status.last_error = reason
