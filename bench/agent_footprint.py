@@ -96,7 +96,8 @@ def main() -> int:
                     s.sample()
                 time.sleep(1)
             print(
-                "| process | duration | peak RSS | steady RSS (median, 2nd half) | CPU (% of a core) |"
+                "| process | duration | peak RSS | steady RSS (median, 2nd half) "
+                "| CPU (% of a core) |"
             )
             print("|---|---|---|---|---|")
             for s in samplers:

@@ -76,7 +76,7 @@ def test_high_rate_end_to_end_every_event_once_with_its_fields(
     write_config(tmp_path, collector.url, token)  # the same agent, no more load
     drain(config, spool)
 
-    agent_id, rows = assert_conserved(spool, collector.db_path)
+    _agent_id, rows = assert_conserved(spool, collector.db_path)
     assert len(rows) > 3000
     # Fields arrive as the agent recorded them: the synthetic payments are
     # numbered, and each number says what its fields must be.
