@@ -160,16 +160,17 @@ class Agent:
         self.uplink = Uplink(
             self.settings.collector, self.settings.uplink, self.info, self.spool_call
         )
-        api_runner = None
+        api = None
         if self.settings.api.enabled:
-            from .api import start_api  # aiohttp's server part only when wanted
+            from .api import ApiServer
 
             try:
-                api_runner, url = await start_api(self)
+                api = ApiServer(self, asyncio.get_running_loop())
             except OSError as err:
                 log.error("api_bind_failed", error=str(err))
                 await self._close()
                 return 1
+            url = api.url
             await self.spool_call(lambda s: s.set_meta("api_url", url))
             log.info("api_listening", url=url)
 
@@ -202,8 +203,8 @@ class Agent:
             [AgentEvent(seq=0, ts=_now(), event="stop", details={"pid": os.getpid()})]
         )
         await self.uplink.flush(FLUSH_ON_STOP_S)
-        if api_runner is not None:
-            await api_runner.cleanup()
+        if api is not None:
+            await asyncio.to_thread(api.stop)
         with contextlib.suppress(SpoolError):
             await self.spool_call(lambda s: s.set_meta("running", "0"))
         await self._close()

@@ -27,19 +27,19 @@ import contextlib
 import json
 import random
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-import aiohttp
 import structlog
 
 from protocol import AgentInfo, ProtocolError, decode_ack, encode_report_raw, gzip_body
 
 from .config import CollectorLinkSettings, UplinkSettings
+from .http import HttpError, Poster
 from .spool import Batch, Spool
 
 log = structlog.get_logger("posmon.agent.uplink")
@@ -126,23 +126,29 @@ class Uplink:
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._wake = asyncio.Event()
         self._batch_limit = settings.batch_max_events
-        self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None
+        self._http: ThreadPoolExecutor | None = None
 
     def wake(self) -> None:
         """Send now rather than at the next interval (new events, or shutdown)."""
         self._wake.set()
 
     @contextlib.asynccontextmanager
-    async def connected(self, total_timeout_s: float | None = None) -> AsyncIterator[None]:
-        """An HTTP session to the collector for :meth:`send_once` (one connection, kept alive)."""
-        connector = aiohttp.TCPConnector(limit=1, ssl=self._ssl_context())
-        timeout = aiohttp.ClientTimeout(total=total_timeout_s or self.link.timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            self._session = session
-            try:
-                yield
-            finally:
-                self._session = None
+    async def connected(self) -> AsyncIterator[None]:
+        """A kept-alive connection to the collector for :meth:`send_once`.
+
+        Requests block, so they run on a worker thread of their own: a slow
+        collector never holds up the event loop or the spool.
+        """
+        poster = Poster(self.link.url, timeout_s=self.link.timeout_s, ca_file=self.link.ca_file)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink")
+        self._poster, self._http = poster, executor
+        try:
+            yield
+        finally:
+            self._poster = self._http = None
+            executor.submit(poster.close)
+            executor.shutdown(wait=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with self.connected():
@@ -157,7 +163,9 @@ class Uplink:
         """Best effort at shutdown: send what fits before the deadline."""
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
-        async with self.connected(total_timeout_s=deadline_s):
+        async with self.connected():
+            if self._poster is not None:
+                self._poster.timeout_s = min(self.link.timeout_s, deadline_s)
             while loop.time() < end and self.status.state != "unauthorized":
                 try:
                     outcome = await asyncio.wait_for(self.send_once(), end - loop.time())
@@ -186,17 +194,15 @@ class Uplink:
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
         }
-        if self._session is None:
+        if self._poster is None or self._http is None:
             raise RuntimeError("send_once() needs `async with uplink.connected()`")
+        poster = self._poster
+        loop = asyncio.get_running_loop()
         try:
-            async with self._session.post(
-                self.link.url + REPORTS_PATH, data=body, headers=headers
-            ) as resp:
-                payload = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            return self._failed(f"collector unreachable: {type(err).__name__}: {err}")
+            resp = await loop.run_in_executor(self._http, poster.post, REPORTS_PATH, body, headers)
+        except HttpError as err:
+            return self._failed(f"collector unreachable: {err}")
+        status, payload, retry_after = resp.status, resp.body, resp.retry_after
         if status == 200:
             return await self._acknowledged(batch, payload)
         error, field = _error_of(payload)
@@ -288,15 +294,6 @@ class Uplink:
             for waiter in waiters:
                 waiter.cancel()
             self._wake.clear()
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.link.url.startswith("https://"):
-            return False
-        context = ssl.create_default_context(
-            cafile=str(self.link.ca_file) if self.link.ca_file else None
-        )
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
 
 
 def _error_of(payload: bytes) -> tuple[str, str | None]:
