@@ -11,23 +11,30 @@ other exception.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from .compiled import decoder, encoder
 from .errors import ProtocolError
 from .events import EVENT_KINDS, AgentInfo, Event, Report, UnknownEvent
-from .fields import format_datetime, from_json, parse_datetime, to_json
+from .fields import format_datetime, parse_datetime, to_json
 from .version import MINOR, VERSION, parse_version
 
 #: Hard ceilings a decoder applies whatever the caller asks for.
 MAX_EVENTS_PER_REPORT = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_EVENT_HEAD = {"seq": "", "ts": ""}
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON. Values were validated when built (finite numbers, 64-bit ints)."""
+    return orjson.dumps(value)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
@@ -36,32 +43,31 @@ def event_to_json(event: Event) -> dict[str, Any]:
         body = dict(event.data)
         body.update(seq=event.seq, ts=format_datetime(event.ts), kind=event.unknown_kind)
         return body
-    body = to_json(event)
-    out = {"seq": body.pop("seq"), "ts": body.pop("ts"), "kind": event.KIND}
-    out.update(body)
-    return out
+    return encoder(type(event), head=_EVENT_HEAD)(event)
 
 
 def encode_event(event: Event) -> bytes:
     """One event as compact UTF-8 JSON (what the agent's spool keeps)."""
-    return _dumps(event_to_json(event)).encode()
+    return _dumps(event_to_json(event))
 
 
-def encode_report_raw(agent: AgentInfo, sent_at: datetime, events: Iterable[bytes]) -> bytes:
+def encode_report_raw(
+    agent: AgentInfo, sent_at: datetime, events: Iterable[bytes], *, v: str = VERSION
+) -> bytes:
     """A report around events already encoded by :func:`encode_event`.
 
     The agent's uplink sends events straight from its spool this way without
     decoding them again.
     """
-    head = _dumps(
-        {"v": VERSION, "agent": to_json(agent), "sent_at": format_datetime(sent_at)}
-    ).encode()
+    head = _dumps({"v": v, "agent": to_json(agent), "sent_at": format_datetime(sent_at)})
     return head[:-1] + b',"events":[' + b",".join(events) + b"]}"
 
 
 def encode_report(report: Report) -> bytes:
     """A whole report as compact UTF-8 JSON."""
-    return encode_report_raw(report.agent, report.sent_at, (encode_event(e) for e in report.events))
+    return encode_report_raw(
+        report.agent, report.sent_at, (encode_event(e) for e in report.events), v=report.v
+    )
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -71,7 +77,7 @@ def gzip_body(body: bytes) -> bytes:
 
 def decompress(body: bytes, encoding: str | None, *, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """Undo ``Content-Encoding``, refusing anything that inflates past ``max_bytes``."""
-    enc = (encoding or "identity").strip().lower()
+    enc = (encoding or "").strip().lower() or "identity"
     if enc == "identity":
         if len(body) > max_bytes:
             raise ProtocolError(f"body larger than {max_bytes} bytes", status=413)
@@ -90,6 +96,8 @@ def decompress(body: bytes, encoding: str | None, *, max_bytes: int = MAX_BODY_B
         raise ProtocolError(f"body is not valid gzip: {err}") from None
     if not inflater.eof:
         raise ProtocolError("body is truncated gzip")
+    if inflater.unused_data:
+        raise ProtocolError("body has bytes after the end of the gzip stream")
     if len(out) > max_bytes:
         raise ProtocolError(f"body inflates past {max_bytes} bytes", status=413)
     return out
@@ -97,10 +105,10 @@ def decompress(body: bytes, encoding: str | None, *, max_bytes: int = MAX_BODY_B
 
 def _loads(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except RecursionError:
-        raise ProtocolError("body is nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as err:
+        # orjson is strict RFC 8259: no NaN/Infinity, no lone surrogates, a
+        # depth limit; every refusal is a ValueError.
+        return orjson.loads(body)
+    except ValueError as err:
         raise ProtocolError(f"body is not valid JSON: {err}") from None
 
 
@@ -140,7 +148,7 @@ def decode_event(data: Any, path: str = "", *, minor: int = MINOR) -> Event:
         except ProtocolError as err:
             raise ProtocolError(prefix + err.message, field=prefix + (err.field or "")) from None
     else:
-        event = from_json(cls, obj, path)
+        event = decoder(cls)(obj, path)
     if event.seq < 1:
         raise ProtocolError(f"{prefix}seq: must be at least 1", field=prefix + "seq")
     return event
@@ -154,7 +162,7 @@ def decode_report(body: bytes, *, max_events: int = MAX_EVENTS_PER_REPORT) -> Re
     """
     data = _object(_loads(body), "")
     _major, minor = parse_version(data.get("v"))
-    agent = from_json(AgentInfo, _object(data.get("agent"), "agent"), "agent")
+    agent = decoder(AgentInfo)(_object(data.get("agent"), "agent"), "agent")
     if "sent_at" not in data:
         raise ProtocolError("sent_at: required field is missing", field="sent_at")
     sent_at = parse_datetime(data["sent_at"], "sent_at")
@@ -194,24 +202,32 @@ class Ack:
     stored: int = 0
     duplicates: int = 0
 
+    def __post_init__(self) -> None:
+        acked = self.acked
+        if not isinstance(acked, list | tuple) or not all(type(s) is int and s >= 1 for s in acked):
+            raise ProtocolError("acked: expected an array of positive integers", field="acked")
+        object.__setattr__(self, "acked", tuple(acked))
+        for name in ("stored", "duplicates"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ProtocolError(f"{name}: expected a non-negative integer", field=name)
+
     def to_json(self) -> dict[str, Any]:
         return {"acked": list(self.acked), "stored": self.stored, "duplicates": self.duplicates}
 
 
 def encode_ack(ack: Ack) -> bytes:
-    return _dumps(ack.to_json()).encode()
+    return _dumps(ack.to_json())
 
 
 def decode_ack(body: bytes) -> Ack:
     """The collector's acknowledgement; anything odd is a ProtocolError."""
     data = _object(_loads(body), "")
-    acked = data.get("acked")
-    if not isinstance(acked, list) or not all(type(s) is int and s >= 1 for s in acked):
-        raise ProtocolError("acked: expected an array of positive integers", field="acked")
-    stored, dups = data.get("stored", 0), data.get("duplicates", 0)
-    if type(stored) is not int or type(dups) is not int:
-        raise ProtocolError("stored/duplicates: expected integers", field="stored")
-    return Ack(acked=tuple(acked), stored=stored, duplicates=dups)
+    return Ack(
+        acked=data.get("acked"),  # type: ignore[arg-type]  # the constructor validates
+        stored=data.get("stored", 0),
+        duplicates=data.get("duplicates", 0),
+    )
 
 
 def seqs_of(events: Sequence[Event]) -> tuple[int, ...]:

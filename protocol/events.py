@@ -15,14 +15,17 @@ checks).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+import orjson
+
 from .errors import ProtocolError
-from .fields import Scalar, bounds, normalise
-from .version import VERSION
+from .fields import Scalar, bounds, normalise, parse_datetime
+from .version import VERSION, parse_version
 
 Role = Literal["link", "gateway", "dns", "isp", "acquirer", "collector"]
 ProbeState = Literal["ok", "fail"]
@@ -210,6 +213,14 @@ class UnknownEvent(Event):
     def kind(self) -> str:
         return self.unknown_kind
 
+    def _check(self) -> None:
+        # kept to be sent on: it must encode (no NaN or inf, no lone surrogates)
+        try:
+            json.dumps(dict(self.data), ensure_ascii=False, allow_nan=False).encode()
+            orjson.dumps(dict(self.data))  # what the codec writes with: 64-bit integers
+        except (TypeError, ValueError, RecursionError) as err:
+            raise ProtocolError(f"data: cannot be encoded as JSON: {err}", field="data") from None
+
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     ProbeWindow,
@@ -232,6 +243,8 @@ class Report:
     events: tuple[Event, ...] = ()
 
     def __post_init__(self) -> None:
+        parse_version(self.v)
+        object.__setattr__(self, "sent_at", parse_datetime(self.sent_at, "sent_at"))
         if not isinstance(self.agent, AgentInfo):
             raise ProtocolError("agent: expected AgentInfo", field="agent")
         events = tuple(self.events)

@@ -74,8 +74,25 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _check_text(value: str, path: str) -> None:
+    """Refuse lone surrogates (``"\\ud800"`` is valid JSON): they cannot be sent as UTF-8."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{path}: string is not valid Unicode", field=path) from None
+
+
 def _fail(path: str, expected: str, value: object) -> ProtocolError:
     return ProtocolError(f"{path}: expected {expected}, got {_type_name(value)}", field=path)
+
+
+#: JSON numbers travel as 64-bit integers (and every JSON library agrees on those).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def _out_of_range(path: str) -> ProtocolError:
+    return ProtocolError(f"{path}: outside the 64-bit integer range", field=path)
 
 
 def _check_bounds(value: float, path: str, meta: Mapping[str, Any]) -> None:
@@ -101,18 +118,23 @@ def parse_datetime(value: object, path: str) -> datetime:
         raise _fail(path, "an ISO 8601 timestamp string", value)
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ProtocolError(f"{path}: timestamp has no time zone (use Z for UTC)", field=path)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ProtocolError(f"{path}: timestamp is out of range in UTC", field=path) from None
 
 
 def format_datetime(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _int_converter(meta: Mapping[str, Any]) -> Converter:
     def conv(value: Any, path: str) -> int:
         if type(value) is not int:
             raise _fail(path, "integer", value)
+        if not INT_MIN <= value <= INT_MAX:
+            raise _out_of_range(path)
         _check_bounds(value, path, meta)
         return value
 
@@ -126,7 +148,10 @@ def _float_converter(meta: Mapping[str, Any]) -> Converter:
                 raise ProtocolError(f"{path}: number must be finite", field=path)
             number: float = value
         elif type(value) is int:
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ProtocolError(f"{path}: number is out of range", field=path) from None
         else:
             raise _fail(path, "number", value)
         _check_bounds(number, path, meta)
@@ -143,6 +168,7 @@ def _str_converter(meta: Mapping[str, Any]) -> Converter:
             raise _fail(path, "string", value)
         if len(value) > max_len:
             raise ProtocolError(f"{path}: longer than {max_len} characters", field=path)
+        _check_text(value, path)
         return value
 
     return conv
@@ -155,8 +181,12 @@ def _bool_converter(value: Any, path: str) -> bool:
 
 
 def _scalar_converter(value: Any, path: str) -> Scalar:
-    if value is None or type(value) in (bool, int):
-        return value  # type: ignore[no-any-return]
+    if value is None or type(value) is bool:
+        return value
+    if type(value) is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise _out_of_range(path)
+        return value
     if type(value) is float:
         if not math.isfinite(value):
             raise ProtocolError(f"{path}: number must be finite", field=path)
@@ -164,6 +194,7 @@ def _scalar_converter(value: Any, path: str) -> Scalar:
     if type(value) is str:
         if len(value) > DEFAULT_MAX_STR:
             raise ProtocolError(f"{path}: longer than {DEFAULT_MAX_STR} characters", field=path)
+        _check_text(value, path)
         return value
     raise _fail(path, "a string, number, boolean or null", value)
 
@@ -241,6 +272,7 @@ def converter_for(tp: Any, meta: Mapping[str, Any]) -> Converter:
                         f"{path}: keys must be strings of at most {MAX_KEY_LEN} characters",
                         field=path,
                     )
+                _check_text(key, path)
                 out[key] = value_conv(item, f"{path}.{key}")
             return types.MappingProxyType(out)
 

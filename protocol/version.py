@@ -16,7 +16,7 @@ MINOR = 0
 VERSION = f"{MAJOR}.{MINOR}"
 SPOKEN_MAJORS: tuple[int, ...] = (1,)
 
-_VERSION_RE = re.compile(r"^(\d{1,4})\.(\d{1,4})$")
+_VERSION_RE = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})")
 
 
 def spoken() -> str:
@@ -28,7 +28,7 @@ def parse_version(value: object, *, field: str = "v") -> tuple[int, int]:
     """Parse and check a version; refuse a major version we do not speak."""
     if not isinstance(value, str):
         raise ProtocolError(f"protocol version must be a string like {VERSION!r}", field=field)
-    match = _VERSION_RE.match(value)
+    match = _VERSION_RE.fullmatch(value)
     if match is None:
         raise ProtocolError(
             f"protocol version {value[:20]!r} is not of the form MAJOR.MINOR", field=field
