@@ -92,7 +92,7 @@ int64s = st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
 scalars = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),  # JSON ints are 64-bit
+    int64s,
     finite_floats,
     st.text(max_size=40),
     st.text(max_size=DEFAULT_MAX_STR).filter(lambda s: len(s) > 40),
@@ -102,11 +102,7 @@ keys = st.text(max_size=MAX_KEY_LEN)
 
 #: Well-formed JSON values (finite numbers, encodable strings).
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | finite_floats
-    | st.text(max_size=20),
+    st.none() | st.booleans() | int64s | finite_floats | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
@@ -193,7 +189,7 @@ def strategy_for(tp: Any, meta: Mapping[str, Any]) -> st.SearchStrategy[Any]:
         return st.booleans()
     if tp is int:
         return st.integers(
-            min_value=meta.get("min", -(2**63)), max_value=meta.get("max", 2**63 - 1)
+            min_value=meta.get("min", INT64_MIN), max_value=meta.get("max", INT64_MAX)
         )
     if tp is float:
         lo, hi = meta.get("min"), meta.get("max")
@@ -222,7 +218,7 @@ def strategy_for(tp: Any, meta: Mapping[str, Any]) -> st.SearchStrategy[Any]:
         return st.one_of(items, items.map(tuple))  # lists become tuples when built
     if origin in (Mapping, typing.Mapping, dict):
         return st.dictionaries(keys, strategy_for(get_args(tp)[1], {}), max_size=MAX_ITEMS)
-    raise TypeError(f"no strategy for {tp!r}; teach tests/protocol/protocol_strategies.py")
+    raise TypeError(f"no strategy for {tp!r}; teach tests/protocol/strategies.py")
 
 
 def _ids() -> st.SearchStrategy[str]:

@@ -150,18 +150,21 @@ def test_nan_and_infinity_are_400(token: bytes, where: bytes) -> None:
     assert err.status == 400
 
 
+# Out-of-range numbers and lone surrogates may be refused by the JSON parser
+# itself (no field to name yet) or by the field's converter (naming it).
+
+
 def test_number_overflowing_to_infinity_is_400() -> None:
     raw = _event_body(loss_pct=12.25).replace(b"12.25", b"1e400")  # not a finite double
     err = _refused(raw)
     assert err.status == 400
-    # the strict JSON parser refuses it before any field is looked at
-    assert "infinity" in err.message
+    assert err.field in (None, "events[0].loss_pct")
 
 
 def test_integer_too_large_for_a_float_field_is_400() -> None:
     err = _refused(_event_body(window_s=10**400))
     assert err.status == 400
-    assert "infinity" in err.message  # refused by the strict JSON parser itself
+    assert err.field in (None, "events[0].window_s")
 
 
 def test_fraction_where_an_integer_is_expected_is_400() -> None:
@@ -177,7 +180,7 @@ def test_unknown_event_data_with_out_of_range_float_is_400() -> None:
     raw = to_body(body).replace(b'"x": 1', b'"x": 1e999')
     err = _refused(raw)
     assert err.status == 400
-    assert "infinity" in err.message
+    assert err.field is None or err.field.startswith("events[0]")
 
 
 @pytest.mark.parametrize(
@@ -237,8 +240,9 @@ def test_too_many_map_entries_and_long_keys_are_400() -> None:
 def test_lone_surrogates_are_400() -> None:
     # valid JSON (\ud800 escapes) but no UTF-8 encoding: we could never send it on
     body = to_body(example_report_json()).replace(b'"icmp"', b'"\\ud800icmp"')
-    err = _refused(body)
-    assert err.status == 400 and "surrogate" in err.message
+    assert _refused(body).field in (None, "events[0].probe")
     body = to_body(example_report_json()).replace(b'"timeout": 1', b'"\\udfff": 1')
-    err = _refused(body)
-    assert err.status == 400 and "surrogate" in err.message
+    assert _refused(body).field in (None, "events[0].errors")
+    # a surrogate pair is one character, and fine
+    body = to_body(example_report_json()).replace(b'"icmp"', b'"\\ud83d\\ude00"')
+    assert decode_report(body).events[0].probe == "\U0001f600"  # type: ignore[attr-defined]
