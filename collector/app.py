@@ -21,7 +21,8 @@ from typing import Any, Final
 import structlog
 from aiohttp import hdrs, web
 
-from protocol import ProtocolError, decode_report, decompress, encode_ack
+from protocol import ProtocolError, decompress, encode_ack
+from protocol.fastwire import decode_report_rows
 
 from .settings import CollectorSettings
 from .storage import Storage, StorageError, TokenInfo, refusal
@@ -116,7 +117,7 @@ async def post_report(request: web.Request) -> web.Response:
         return _too_large(limit)
     try:
         raw = decompress(body, request.headers.get(hdrs.CONTENT_ENCODING), max_bytes=limit)
-        report = decode_report(raw, max_events=settings.max_events_per_report)
+        report = decode_report_rows(raw, max_events=settings.max_events_per_report)
     except ProtocolError as err:
         log.debug("report_rejected", status=err.status, error=err.message, field=err.field)
         return web.Response(

@@ -16,7 +16,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from protocol import Ack, AgentInfo, Report
+from protocol import Ack, AgentInfo
+from protocol.fastwire import WireReport
 
 TokenKind = Literal["agent", "viewer"]
 ID_MAX_LEN = 128
@@ -96,7 +97,7 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Finish pending writes and disconnect. Safe to call twice."""
 
-    async def ingest(self, token: TokenInfo, report: Report) -> Ack:
+    async def ingest(self, token: TokenInfo, report: WireReport) -> Ack:
         """Store a report's events exactly once, keyed by (agent id, seq).
 
         Returns only after commit. The ack lists every seq of the report: new

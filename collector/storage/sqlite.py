@@ -21,7 +21,8 @@ from typing import cast
 
 import structlog
 
-from protocol import Ack, Report, encode_event, format_datetime
+from protocol import Ack, format_datetime
+from protocol.fastwire import WireReport
 
 from .base import TokenInfo, TokenKind, hash_token, refusal
 from .sqlite_schema import migrate
@@ -63,19 +64,6 @@ def _token_info(row: tuple[str, str | None, str | None, str | None]) -> TokenInf
     return TokenInfo(cast(TokenKind, kind), terminal_id, store_id, name)
 
 
-def utc_text(ts: datetime) -> str:
-    """``protocol.format_datetime(ts)``, computed faster for the usual case.
-
-    Ingest formats every event's timestamp; ``isoformat`` is several times
-    quicker than the ``strftime`` behind format_datetime and gives the same
-    text for a UTC datetime of year 1000 or later (the decoder normalises
-    every timestamp to UTC). Anything else takes the reference path.
-    """
-    if ts.tzinfo is UTC and ts.year >= 1000:
-        return ts.isoformat(timespec="microseconds")[:-6] + "Z"
-    return format_datetime(ts)
-
-
 class SqliteStorage:
     """Events, terminals and tokens in one SQLite file."""
 
@@ -101,13 +89,13 @@ class SqliteStorage:
     async def close(self) -> None:
         await self._writer.stop()
 
-    async def ingest(self, token: TokenInfo, report: Report) -> Ack:
+    async def ingest(self, token: TokenInfo, report: WireReport) -> Ack:
         reason = refusal(token, report.agent)
         if reason is not None:
             raise ValueError(reason)
         agent = report.agent
         received = format_datetime(datetime.now(UTC))
-        # body is exactly protocol.encode_event(event), ts the text it holds
+        # body is the event's JSON as validated; ts its time in UTC (format_datetime)
         rows: list[EventRow] = [
             (
                 agent.id,
@@ -115,9 +103,9 @@ class SqliteStorage:
                 agent.terminal_id,
                 agent.store_id,
                 ev.kind,
-                utc_text(ev.ts),
+                ev.ts,
                 received,
-                encode_event(ev).decode(),
+                ev.body.decode(),
             )
             for ev in report.events
         ]
@@ -144,7 +132,7 @@ class SqliteStorage:
         return Ack(acked=seqs, stored=written.stored, duplicates=len(rows) - written.stored)
 
     @staticmethod
-    def _log_changes(report: Report, written: _Written) -> None:
+    def _log_changes(report: WireReport, written: _Written) -> None:
         agent = report.agent
         if written.new_terminal:
             log.info(

@@ -15,6 +15,7 @@ import protocol
 from collector.app import STORAGE_KEY, bearer_token, create_app, create_runner
 from collector.settings import CollectorSettings
 from collector.storage import SqliteStorage, StorageError, TokenInfo
+from protocol.fastwire import WireReport
 from tests.collector.wire import make_report
 
 
@@ -23,7 +24,7 @@ class FlakyStorage(SqliteStorage):
 
     fail: BaseException | None = None
 
-    async def ingest(self, token: TokenInfo, report: protocol.Report) -> protocol.Ack:
+    async def ingest(self, token: TokenInfo, report: WireReport) -> protocol.Ack:
         if self.fail is not None:
             raise self.fail
         return await super().ingest(token, report)

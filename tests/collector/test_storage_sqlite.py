@@ -6,12 +6,10 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import protocol
 from collector.storage import (
@@ -22,9 +20,16 @@ from collector.storage import (
     hash_token,
     storage_for,
 )
-from collector.storage.sqlite import utc_text
 from collector.storage.sqlite_schema import LATEST, MIGRATIONS, migrate, schema_version
-from tests.collector.wire import make_report, rows
+from protocol.fastwire import WireReport, wire_report
+from tests.collector.wire import make_report as make_typed_report
+from tests.collector.wire import rows
+
+
+def make_report(*args: Any, **kwargs: Any) -> WireReport:
+    """A report as the collector's ingest receives it (validated rows)."""
+    return wire_report(make_typed_report(*args, **kwargs))
+
 
 AGENT = TokenInfo("agent", terminal_id="T-1", store_id="S-1")
 
@@ -270,13 +275,3 @@ async def test_closed_storage_refuses_work(tmp_path: Path) -> None:
         await storage.ping()
     # what was acknowledged is in the file
     assert rows(tmp_path / "c.db", "SELECT seq FROM events") == [(1,)]
-
-
-@given(
-    st.datetimes(
-        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5, minutes=-30))]),
-    )
-)
-def test_utc_text_is_format_datetime(ts: datetime) -> None:
-    assert utc_text(ts.astimezone(UTC)) == protocol.format_datetime(ts)
-    assert utc_text(ts) == protocol.format_datetime(ts)  # not UTC: the reference path
