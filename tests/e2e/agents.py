@@ -84,6 +84,18 @@ class AgentProc:
         return out
 
 
+#: Every agent process started, so a failing test cannot leave one behind.
+RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> None:
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def start_agent(config: Path, name: str = "agent") -> AgentProc:
     log = config.parent / f"{name}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
@@ -93,6 +105,7 @@ def start_agent(config: Path, name: str = "agent") -> AgentProc:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+    RUNNING.append(proc)
     agent = AgentProc(config, proc, log)
     wait_for(lambda: any(e.get("event") == "agent_started" for e in agent.log_events()),
              what="agent_started", proc=proc, log=log)  # fmt: skip
