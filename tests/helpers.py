@@ -88,6 +88,16 @@ class CollectorProc:
         return self.stop(signal.SIGKILL)
 
 
+#: Every collector started, so a failing test cannot leave one behind.
+STARTED: list[CollectorProc] = []
+
+
+def stop_leftovers(keep: int = 0) -> None:
+    """Kill the collectors started after the first ``keep`` (wider fixtures own those)."""
+    while len(STARTED) > keep:
+        STARTED.pop().kill()
+
+
 def start_collector(db_path: Path | str, extra_args: Sequence[str] = ()) -> CollectorProc:
     """Start a collector on ``127.0.0.1:0`` and return once it is listening.
 
@@ -122,6 +132,7 @@ def start_collector(db_path: Path | str, extra_args: Sequence[str] = ()) -> Coll
     for pump in pumps:
         pump.start()
     collector = CollectorProc("", proc, Path(db_path), out_lines, err_lines, pumps)
+    STARTED.append(collector)
     try:
         while True:
             line = lines.get(timeout=START_TIMEOUT_S)
