@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -228,7 +228,3 @@ def decode_ack(body: bytes) -> Ack:
         stored=data.get("stored", 0),
         duplicates=data.get("duplicates", 0),
     )
-
-
-def seqs_of(events: Sequence[Event]) -> tuple[int, ...]:
-    return tuple(e.seq for e in events)

@@ -37,7 +37,7 @@ Encoder = Callable[[Any], dict[str, Any]]
 
 _MISSING = object()
 _DECODERS: dict[type, Decoder] = {}
-_ENCODERS: dict[type, Encoder] = {}
+_ENCODERS: dict[tuple[type, tuple[str, ...]], Encoder] = {}
 
 
 def _missing(name: str) -> ProtocolError:
@@ -217,7 +217,8 @@ def encoder(cls: type, *, head: Mapping[str, str] | None = None) -> Encoder:
     ``head`` names fields to put first, in order (events: ``seq``, ``ts``),
     with ``kind`` after them when the type has a ``KIND``.
     """
-    cached = _ENCODERS.get(cls)
+    key = (cls, tuple(head or ()))
+    cached = _ENCODERS.get(key)
     if cached is not None:
         return cached
     env: dict[str, Any] = {"_utc_text": _utc_text, "_dict": dict, "_list": list}
@@ -254,5 +255,5 @@ def encoder(cls: type, *, head: Mapping[str, str] | None = None) -> Encoder:
     source = "\n".join(["def encode(obj):", *_indent(lines, 4)])
     exec(compile(source, f"<protocol encoder for {cls.__name__}>", "exec"), env)
     encode: Encoder = env["encode"]
-    _ENCODERS[cls] = encode
+    _ENCODERS[key] = encode
     return encode
