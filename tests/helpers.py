@@ -45,6 +45,19 @@ def _pump(stream: IO[str], sink: list[str], lines: queue.Queue[str | None]) -> N
     lines.put(None)
 
 
+def json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """The lines that are JSON objects (structlog's output), parsed; others skipped."""
+    events = []
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            events.append(data)
+    return events
+
+
 @dataclass
 class CollectorProc:
     """A running ``python -m collector serve`` and what it printed."""
@@ -58,15 +71,7 @@ class CollectorProc:
 
     def log_events(self) -> list[dict[str, Any]]:
         """The JSON log lines printed so far."""
-        events = []
-        for line in list(self.stdout_lines):
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                events.append(data)
-        return events
+        return json_lines(list(self.stdout_lines))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the process (SIGTERM: clean stop; SIGKILL: a crash) and wait for it."""

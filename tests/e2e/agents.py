@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import json_lines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 BASE_CONFIG: dict[str, dict[str, Any]] = {
@@ -73,15 +75,7 @@ class AgentProc:
         return self.proc.wait(timeout=20)
 
     def log_events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                out.append(data)
-        return out
+        return json_lines(self.log.read_text(errors="replace").splitlines())
 
 
 #: Every agent process started, so a failing test cannot leave one behind.

@@ -6,13 +6,10 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.agents import ROOT, spool_state, start_agent, wait_for, write_config
-from tests.helpers import CollectorProc, create_token, start_collector
+from tests.helpers import CollectorProc, create_token
 
 
 def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,13 +17,6 @@ def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "agent", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProc]:
-    proc = start_collector(tmp_path / "collector.db")
-    yield proc
-    proc.stop()
 
 
 def test_check_config_passes_with_a_good_token(tmp_path: Path, collector: CollectorProc) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from tests.e2e.agents import (
     assert_conserved,
@@ -27,13 +25,6 @@ from tests.e2e.agents import (
 from tests.helpers import CollectorProc, create_token, start_collector
 
 OUTCOMES = ("approved",) * 7 + ("declined", "timeout", "error")
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProc]:
-    proc = start_collector(tmp_path / "collector.db")
-    yield proc
-    proc.stop()
 
 
 def restart_collector(old: CollectorProc, db: Path) -> CollectorProc:
