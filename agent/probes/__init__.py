@@ -1,0 +1,1 @@
+"""Network probes: one module per probe type (see base.py for the contract)."""
