@@ -14,6 +14,7 @@ reference for constructors.
 from __future__ import annotations
 
 import math
+import sys
 import types
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -54,6 +55,14 @@ def _above(name: str, value: float, hi: float) -> ProtocolError:
 
 def _too_long(name: str, limit: int) -> ProtocolError:
     return ProtocolError(f"{name}: longer than {limit} characters", field=name)
+
+
+#: Past this an int has no float value (float() raises OverflowError).
+_FLOAT_INT_MAX = int(sys.float_info.max)
+
+
+def _number_out_of_range(name: str) -> ProtocolError:
+    return ProtocolError(f"{name}: number is out of range", field=name)
 
 
 def _not_finite(name: str) -> ProtocolError:
@@ -112,6 +121,8 @@ def _check_lines(spec: FieldSpec, inner: Any, env: dict[str, Any], i: int) -> li
             "    if not _isfinite(v):",
             f"        raise _not_finite({name})",
             "elif t is int:",
+            "    if not -_FLOAT_INT_MAX <= v <= _FLOAT_INT_MAX:",
+            f"        raise _number_out_of_range({name})",
             "    v = float(v)",
             "else:",
             f"    raise _fail({name}, 'number', v)",
@@ -166,6 +177,8 @@ def decoder(cls: type) -> Decoder:
         "_INT_MIN": INT_MIN,
         "_INT_MAX": INT_MAX,
         "_out_of_range": _out_of_range,
+        "_FLOAT_INT_MAX": _FLOAT_INT_MAX,
+        "_number_out_of_range": _number_out_of_range,
         "_parse_datetime": parse_datetime,
         "_prefixed": _prefixed,
         "ProtocolError": ProtocolError,
