@@ -185,7 +185,7 @@ class Spool:
             return ()
         try:
             return self._append(events)
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             if not _is_full(err):
                 raise SpoolError(f"{self.path}: append failed: {err}") from err
         # The disk is full: shed health samples and try once more.

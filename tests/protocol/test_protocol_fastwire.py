@@ -32,6 +32,15 @@ def reference(raw: bytes) -> Report | ProtocolError:
         return err
 
 
+def assert_same_error(err: ProtocolError, expected: Report | ProtocolError) -> None:
+    assert isinstance(expected, ProtocolError), f"only the fast side refused: {err}"
+    assert (err.status, err.message, err.field) == (
+        expected.status,
+        expected.message,
+        expected.field,
+    )
+
+
 def assert_agrees(raw: bytes) -> str:
     """Both decoders on the same bytes; returns which path judged it."""
     expected = reference(raw)
@@ -40,12 +49,7 @@ def assert_agrees(raw: bytes) -> str:
     except _Refused:
         fast = None
     except ProtocolError as err:  # only the version check raises here
-        assert isinstance(expected, ProtocolError)
-        assert (err.status, err.message, err.field) == (
-            expected.status,
-            expected.message,
-            expected.field,
-        )
+        assert_same_error(err, expected)
         return "refused by both"
     if fast is not None:
         assert isinstance(expected, Report), (
@@ -61,12 +65,7 @@ def assert_agrees(raw: bytes) -> str:
     try:
         rows = decode_report_rows(raw)
     except ProtocolError as err:
-        assert isinstance(expected, ProtocolError)
-        assert (err.status, err.message, err.field) == (
-            expected.status,
-            expected.message,
-            expected.field,
-        )
+        assert_same_error(err, expected)
         return "refused by both"
     assert isinstance(expected, Report)
     assert rows == wire_report(expected)
