@@ -51,6 +51,7 @@ from .configkit import (
     req_str,
     section,
 )
+from .probes.settings import ProbesSettings, parse_probes
 
 __all__ = [
     "AgentSettings",
@@ -144,6 +145,7 @@ class AgentSettings:
     api: ApiSettings
     log: LogSettings
     synthetic: SyntheticSettings
+    probes: ProbesSettings
 
 
 # ── loading ─────────────────────────────────────────────────────────────────
@@ -156,16 +158,19 @@ def load_config(path: str | os.PathLike[str]) -> AgentSettings:
     base = config_path.parent
     root = Section(file, "", _read_toml(file))
 
+    agent = section(root, "agent", _parse_agent, base, required=True)
+    collector = section(root, "collector", _parse_collector, base, required=True)
     settings = AgentSettings(
         config_path=config_path,
-        agent=section(root, "agent", _parse_agent, base, required=True),
-        collector=section(root, "collector", _parse_collector, base, required=True),
+        agent=agent,
+        collector=collector,
         spool=section(root, "spool", _parse_spool, base, required=True),
         uplink=section(root, "uplink", _parse_uplink, base),
         host=section(root, "host", _parse_host, base),
         api=section(root, "api", _parse_api, base),
         log=section(root, "log", _parse_log, base),
         synthetic=section(root, "synthetic", _parse_synthetic, base),
+        probes=parse_probes(root, base, collector.url),
     )
     reject_unknown(root)
     return settings

@@ -27,6 +27,7 @@ from agent.config import (
     UplinkSettings,
     load_config,
 )
+from agent.probes.settings import ProbesSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_AGENT_TOML = REPO / "deploy" / "agent.toml"
@@ -56,6 +57,12 @@ ALL_KEYS = {
     "api": {"enabled", "listen"},
     "log": {"level", "format"},
     "synthetic": {"rate_per_s"},
+    "probes": {"window_s", "interval_s", "timeout_s", "fail_after", "recover_after", "defaults"},
+    # [[probe]] tables (commented out in the example)
+    "probe": {
+        *("name", "type", "target", "role", "acquirer", "interval_s", "timeout_s"),
+        *("query", "qtype", "server_name", "ca_file", "max_offset_ms", "weak_dbm"),
+    },
 }
 
 DELETE = object()
@@ -142,6 +149,10 @@ def test_full_file_sets_every_field(tmp_path: Path) -> None:
 
         [synthetic]
         rate_per_s = 200
+
+        [probes]
+        window_s = 30
+        defaults = false
         """,
     )
     assert load_config(path) == AgentSettings(
@@ -167,6 +178,7 @@ def test_full_file_sets_every_field(tmp_path: Path) -> None:
         api=ApiSettings(enabled=False, host="::1", port=0),
         log=LogSettings(level="debug", format="json"),
         synthetic=SyntheticSettings(rate_per_s=200.0),
+        probes=ProbesSettings(window_s=30.0, defaults=False, probes=()),
     )
 
 
@@ -234,6 +246,9 @@ def test_deploy_example_loads_and_lists_every_key(tmp_path: Path) -> None:
     for line in text.splitlines():
         if m := re.fullmatch(r"\[(\w+)\]", line):
             section = m[1]
+        elif line == "# [[probe]]":
+            section = "probe"
+            present.setdefault(section, set())
         elif m := re.match(r"# (\w+) = ", line):
             present[section].add(m[1])
     assert present == ALL_KEYS
@@ -314,7 +329,7 @@ MISTAKES = [
     ("spool.max_byte", "65536", "spool.max_byte", "did you mean 'max_bytes'?"),
     ("log.colour", "true", "log.colour", "unknown key; known: level, format"),
     ("uplnk.interval_s", "5", "uplnk", "unknown section; did you mean 'uplink'?"),
-    ("probes.target", '"x"', "probes", "unknown section; known: agent, collector, spool"),
+    ("nosuch.target", '"x"', "nosuch", "unknown section; known: agent, collector, spool"),
     (".uplink", "5", "uplink", "expected a table [uplink], got an integer"),
     (".agent", '"T-1"', "agent", "expected a table [agent], got a string"),
 ]
@@ -558,7 +573,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     assert not hasattr(cfg, "__dict__")  # slots
     parts: list[Any] = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
     sections = [part for part in parts if dataclasses.is_dataclass(part)]
-    assert len(sections) == 8
+    assert len(sections) == 9
     for part in sections:
         name = dataclasses.fields(part)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -599,7 +614,10 @@ VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-KEYS = [*sorted(f"{s}.{k}" for s, keys in ALL_KEYS.items() for k in keys), "uplink.typo"]
+KEYS = [
+    *sorted(f"{s}.{k}" for s, keys in ALL_KEYS.items() if s != "probe" for k in keys),
+    "uplink.typo",
+]  # [[probe]] items have their own test in tests/agent/probes/test_settings.py
 
 
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
