@@ -19,8 +19,8 @@ Leap indicator 3 (clock unsynchronised) is reported in the sample, not raised.
 ``refused`` (ICMP port unreachable), ``unreachable``, ``ntp_bad_response``,
 ``ntp_kiss_of_death`` and ``ntp_unsynchronised`` (leap 3 or stratum ≥ 16).
 
-Not yet done: issue 3 also wants tests against Debian's chronyd; only tests
-against a small in-process responder on 127.0.0.1 exist so far.
+Tested against a small in-process responder and against Debian's chronyd
+(tests/agent/probes/test_ntp_chrony.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The DNS codec on crafted packets, and the probe against a real UDP responder.
 
 The responder is a small asyncio DNS server on 127.0.0.1 (port 0) answering
-from a dict.  Issue 3 also wants tests against Debian's dnsmasq; those are
-not yet written.
+from a dict.  The tests against Debian's dnsmasq are in test_dns_dnsmasq.py.
 """
 
 from __future__ import annotations

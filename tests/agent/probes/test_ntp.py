@@ -1,8 +1,8 @@
 """The SNTP codec on crafted packets, and the probe against a real UDP responder.
 
 The responder is a small asyncio SNTP server on 127.0.0.1 (port 0) answering
-with the real clock.  Issue 3 also wants tests against Debian's chronyd;
-those are not yet written.
+with the real clock.  The tests against Debian's chronyd are in
+test_ntp_chrony.py.
 """
 
 from __future__ import annotations
