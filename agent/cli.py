@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         "show the running agent's state: spool depth, last upload, last error, sources",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    diagnose = add(
+        "diagnose",
+        _diagnose,
+        "run every configured probe once, now, and name the first failing hop on the path "
+        "link → gateway → isp → dns → acquirer; needs no collector and no running agent; "
+        "exit 0 when no hop fails, 1 when one does, 2 when the config is bad",
+    )
+    diagnose.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
 
 
@@ -90,6 +98,38 @@ def _run(args: argparse.Namespace) -> int:
     from .daemon import Agent  # the daemon's imports are only needed here
 
     return asyncio.run(Agent(settings).run())
+
+
+# -- diagnose ---------------------------------------------------------------
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    from .diagnose import checks_json, diagnose, render, run_checks
+
+    specs = settings.probes.probes
+    started = datetime.now(UTC)
+    if not args.json:
+        print(
+            f"posmon-agent diagnose: terminal {settings.agent.terminal_id}, store "
+            f"{settings.agent.store_id}; {len(specs)} probes, each at most "
+            f"{max((s.timeout_s for s in specs), default=0):g} s …",
+            flush=True,
+        )
+    result = diagnose(asyncio.run(run_checks(specs)))
+    if args.json:
+        doc = {
+            "terminal_id": settings.agent.terminal_id,
+            "store_id": settings.agent.store_id,
+            "checked_at": started.isoformat(),
+            **checks_json(result),
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render(result))
+    return 0 if result.first_failing is None else 1
 
 
 # -- status -----------------------------------------------------------------
@@ -206,6 +246,20 @@ def _render_status(status: dict[str, Any]) -> str:
     for name, source in status["sources"].items():
         detail = f" ({source['error']})" if source["error"] else ""
         lines.append(f"source    {name}: {source['state']}{detail}")
+    for probe in status.get("probes", []):
+        if probe["state"] == "unavailable":
+            detail = f" — {probe['reason']}"
+        elif probe["last_error"]:
+            detail = f" (last error {probe['last_error']})"
+        elif probe["last_rtt_ms"] is not None:
+            detail = f" ({probe['last_rtt_ms']:.1f} ms)"
+        else:
+            detail = ""
+        since = f" since {probe['since']}" if probe["since"] else ""
+        lines.append(
+            f"probe     {probe['name']} [{probe['role']}] {probe['target']}: "
+            f"{probe['state']}{since}{detail}"
+        )
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from protocol import AgentEvent, AgentInfo, Event
 from . import __version__
 from .config import AgentSettings
 from .host import sample_from
+from .probes.scheduler import ProbeScheduler
 from .spool import Spool, SpoolError, SpoolFull
 from .synthetic import SyntheticTxns
 from .uplink import Uplink
@@ -82,6 +83,7 @@ class Agent:
         self.started_at = time.time()
         self.sources: dict[str, SourceHealth] = {}
         self.uplink: Uplink | None = None
+        self.probes: ProbeScheduler | None = None
         self.info: AgentInfo | None = None
         self._spool_failing = False
 
@@ -189,6 +191,9 @@ class Agent:
             asyncio.create_task(self._host_loop(), name="host"),
             asyncio.create_task(self._every(AGE_CHECK_S, self.enforce_bounds), name="bound"),
         ]
+        if self.settings.probes.probes:
+            self.probes = ProbeScheduler(self.settings.probes, self.record)
+            tasks.append(asyncio.create_task(self.probes.run(self.stop_event), name="probes"))
         if self.settings.synthetic.rate_per_s > 0:
             synthetic = SyntheticTxns(self.settings.synthetic.rate_per_s)
             tasks.append(asyncio.create_task(synthetic.run(self.record, self.stop_event)))
@@ -285,6 +290,7 @@ class Agent:
             },
             "uplink": self.uplink.status.to_json(),
             "sources": {name: h.to_json() for name, h in sorted(self.sources.items())},
+            "probes": [] if self.probes is None else self.probes.status_json(),
         }
 
 

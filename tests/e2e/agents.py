@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
     "api": {"listen": "127.0.0.1:0"},
     "log": {"level": "info", "format": "json"},
     "synthetic": {"rate_per_s": 0},
+    # Tests that want probes list them (probe_list) or set defaults = true.
+    "probes": {"defaults": False},
 }
 
 
@@ -42,8 +44,16 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def write_config(directory: Path, url: str, token: str, **overrides: dict[str, Any]) -> Path:
-    """An agent.toml in ``directory``: BASE_CONFIG with sections overridden key by key."""
+def write_config(
+    directory: Path,
+    url: str,
+    token: str,
+    *,
+    probe_list: Sequence[dict[str, Any]] = (),
+    **overrides: dict[str, Any],
+) -> Path:
+    """An agent.toml in ``directory``: BASE_CONFIG with sections overridden key by
+    key, and one ``[[probe]]`` table per item of ``probe_list``."""
     sections = {name: dict(values) for name, values in BASE_CONFIG.items()}
     sections["collector"] = {"url": url, "token": token, "timeout_s": 2.0}
     for name, values in overrides.items():
@@ -52,6 +62,10 @@ def write_config(directory: Path, url: str, token: str, **overrides: dict[str, A
     for name, values in sections.items():
         lines.append(f"[{name}]")
         lines += [f"{key} = {_toml_value(v)}" for key, v in values.items()]
+        lines.append("")
+    for probe in probe_list:
+        lines.append("[[probe]]")
+        lines += [f"{key} = {_toml_value(v)}" for key, v in probe.items()]
         lines.append("")
     path = directory / "agent.toml"
     path.write_text("\n".join(lines))

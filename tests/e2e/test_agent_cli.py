@@ -96,7 +96,7 @@ def test_status_of_a_running_agent_and_of_a_stopped_one(
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    for command in ("run", "check-config", "status"):
+    for command in ("run", "check-config", "status", "diagnose"):
         done = agent_cli(command, "--help")
         assert done.returncode == 0 and "--config" in done.stdout
         assert f"posmon-agent {command}" in readme
