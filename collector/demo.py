@@ -1,8 +1,8 @@
 """``make demo``: a collector and one agent on this machine, events arriving live.
 
 Starts a collector on SQLite in a temporary directory, creates a token,
-starts one agent (host samples every 2 s plus a small synthetic payment
-load), and prints a line a second with what the collector has stored, until
+starts one agent (host samples every 2 s, the default network probes every
+second in 5-second windows, and a small synthetic payment load), and prints a line a second with what the collector has stored, until
 Ctrl-C (or ``--seconds N``). Then it stops both and removes the directory.
 """
 
@@ -42,6 +42,11 @@ listen = "127.0.0.1:0"
 
 [synthetic]
 rate_per_s = 3.0
+
+[probes]
+# the default probes (link, default gateway, collector), faster than in production
+interval_s = 1.0
+window_s = 5.0
 """
 
 
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             procs.append(agent)
             _wait_for_line(work / "agent.log", "agent_started", agent, 30)
-            print("agent      running (host samples every 2 s, 3 synthetic payments/s)")
+            print("agent      running (host samples every 2 s, 3 synthetic payments/s,")
+            print("           default probes every 1 s in 5 s windows)")
             print("           Ctrl-C stops the demo and removes", tmp)
             print()
             last = 0
