@@ -31,26 +31,26 @@ PATH: Final = ("link", "gateway", "isp", "dns", "acquirer")
 
 CLOCK_ERRORS: Final = frozenset({"clock_offset", "tls_not_yet_valid"})
 
-#: What the first failing hop means, in plain words, and what to do.
-EXPLAIN: Final[dict[str, tuple[str, str]]] = {
+#: What the first failing hop is, in plain words, and what to do.
+PROBLEM: Final[dict[str, tuple[str, str]]] = {
     "link": (
         "the terminal's own network link is down",
         "check the network cable, the Wi-Fi signal or the 4G modem of this terminal",
     ),
     "gateway": (
-        "link up, router not answering: likely the store's router or switch",
+        "router not answering: likely the store's router or switch",
         "check the router's power and cables; restart it if it is unresponsive",
     ),
     "isp": (
-        "router reachable, internet not: likely the store's ISP",
+        "internet not: likely the store's ISP",
         "check the router's WAN/internet light and call the store's internet provider",
     ),
     "dns": (
-        "internet reachable, names do not resolve: DNS",
+        "names do not resolve: DNS",
         "check the resolver set on the router or terminal; try another resolver",
     ),
     "acquirer": (
-        "the network is fine, the acquirer is not reachable from here",
+        "the acquirer is not reachable from here",
         "check the acquirer's status page or call the acquirer; if other stores fail "
         "too it is the acquirer's outage",
     ),
@@ -63,6 +63,14 @@ EXPLAIN: Final[dict[str, tuple[str, str]]] = {
         "reports wait in the agent's spool and go out when it is back",
     ),
     "ok": ("every hop is healthy", "nothing to do"),
+}
+
+#: What a hop that was seen healthy lets the report say before the problem.
+REACHED: Final[dict[str, str]] = {
+    "link": "link up",
+    "gateway": "router reachable",
+    "isp": "internet reachable",
+    "dns": "names resolve",
 }
 
 
@@ -109,13 +117,22 @@ def diagnose(checks: Sequence[Check]) -> Diagnosis:
         found = "clock"
     if found is None and any(c.spec.role == "collector" and c.verdict == "fail" for c in checks):
         found = "collector"
-    summary, action = EXPLAIN[found or "ok"]
+    summary, action = PROBLEM[found or "ok"]
     if found == "acquirer" and acquirer:
         summary = summary.replace("the acquirer", f"acquirer {acquirer}")
     if found == "link":
         weak = [c for c in checks if c.result is not None and c.result.error == "weak_signal"]
         if weak:
             summary = "the Wi-Fi signal is too weak"
+    if found in PATH:
+        # Say the last hop before it that was seen healthy, never one that was not probed.
+        before = PATH[: PATH.index(found)]
+        healthy = [h for h in before if h in REACHED and _groups(checks, h) and
+                   all(v == {"ok"} for v in _groups(checks, h).values())]  # fmt: skip
+        if healthy:
+            summary = f"{REACHED[healthy[-1]]}, {summary}"
+        elif found == "isp":
+            summary = "internet not reachable: the store's ISP or its router"
     return Diagnosis(
         checks=tuple(checks),
         first_failing=found,

@@ -64,10 +64,10 @@ def test_all_healthy() -> None:
     ("role", "words"),
     [
         ("link", "link is down"),
-        ("gateway", "router not answering"),
+        ("gateway", "link up, router not answering"),
         ("isp", "router reachable, internet not: likely the store's ISP"),
-        ("dns", "names do not resolve"),
-        ("acquirer", "acquirer a is not reachable from here"),
+        ("dns", "internet reachable, names do not resolve"),
+        ("acquirer", "names resolve, acquirer a is not reachable from here"),
         ("collector", "collector is not reachable"),
     ],
 )
@@ -90,6 +90,12 @@ def test_a_hop_without_a_probe_is_skipped_not_guessed() -> None:
     checks = with_result(checks, "acquirer", fail("refused"))
     d = diagnose(checks)
     assert (d.first_failing, d.acquirer) == ("acquirer", "a")
+    # the report never claims a hop healthy that nobody probed
+    only_gateway = [c for c in healthy_path() if c.spec.role in ("gateway", "dns")]
+    d = diagnose(with_result(only_gateway, "dns", fail("nxdomain")))
+    assert d.summary == "router reachable, names do not resolve: DNS"
+    d = diagnose([check("isp", fail())])
+    assert d.summary == "internet not reachable: the store's ISP or its router"
 
 
 def test_an_unavailable_probe_is_no_evidence() -> None:
