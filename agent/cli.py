@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sqlite3
@@ -76,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
         "exit 0 when no hop fails, 1 when one does, 2 when the config is bad",
     )
     diagnose.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    from .sim import SIMULATORS
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="start a device simulator on a pty and take fault commands on stdin",
+        description="Start a device simulator on a pseudo-terminal pair: it prints the device "
+        "path (a stable symlink to the pty) and then reads one fault command per line on "
+        "stdin (e.g. 'paper_end', 'on_battery', 'signal -95', 'unplug', 'replug', 'ok'); "
+        "'help' lists them, 'quit' or end of input stops it.",
+    )
+    simulate.add_argument("device", choices=sorted(SIMULATORS), help="the device to simulate")
+    simulate.add_argument(
+        "--link",
+        metavar="PATH",
+        help="where to put the device's symlink (default /tmp/posmon-sim-DEVICE)",
+    )
+    simulate.set_defaults(handler=_simulate)
     return parser
 
 
@@ -98,6 +117,24 @@ def _run(args: argparse.Namespace) -> int:
     from .daemon import Agent  # the daemon's imports are only needed here
 
     return asyncio.run(Agent(settings).run())
+
+
+# -- simulate ---------------------------------------------------------------
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .sim import create
+    from .sim.pty import serve
+
+    link = Path(args.link or f"/tmp/posmon-sim-{args.device}")
+    if link.exists() and not link.is_symlink():
+        print(f"posmon-agent: {link} exists and is not a symlink; choose another --link",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    sim = create(args.device, link)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(sim))
+    return 0
 
 
 # -- diagnose ---------------------------------------------------------------

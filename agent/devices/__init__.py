@@ -1,0 +1,1 @@
+"""Peripherals over serial (and NUT): one driver module per protocol."""
