@@ -297,6 +297,13 @@ def _render_status(status: dict[str, Any]) -> str:
             f"probe     {probe['name']} [{probe['role']}] {probe['target']}: "
             f"{probe['state']}{since}{detail}"
         )
+    for device in status.get("devices", []):
+        flags = f" [{', '.join(device['flags'])}]" if device["flags"] else ""
+        reason = f" — {device['reason']}" if device["reason"] else ""
+        lines.append(
+            f"device    {device['name']} ({device['kind']}, {device['port']}): "
+            f"{device['state']}{flags}{reason}"
+        )
     return "\n".join(lines)
 
 

@@ -51,6 +51,8 @@ from .configkit import (
     req_str,
     section,
 )
+from .devices.base import DeviceSpec
+from .devices.settings import parse_devices
 from .probes.settings import ProbesSettings, parse_probes
 
 __all__ = [
@@ -146,6 +148,7 @@ class AgentSettings:
     log: LogSettings
     synthetic: SyntheticSettings
     probes: ProbesSettings
+    devices: tuple[DeviceSpec, ...] = ()
 
 
 # ── loading ─────────────────────────────────────────────────────────────────
@@ -171,6 +174,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentSettings:
         log=section(root, "log", _parse_log, base),
         synthetic=section(root, "synthetic", _parse_synthetic, base),
         probes=parse_probes(root, base, collector.url),
+        devices=parse_devices(root, base),
     )
     reject_unknown(root)
     return settings

@@ -26,6 +26,7 @@ from protocol import AgentEvent, AgentInfo, Event
 
 from . import __version__
 from .config import AgentSettings
+from .devices.supervisor import DeviceSupervisor
 from .host import sample_from
 from .probes.scheduler import ProbeScheduler
 from .spool import Spool, SpoolError, SpoolFull
@@ -84,6 +85,7 @@ class Agent:
         self.sources: dict[str, SourceHealth] = {}
         self.uplink: Uplink | None = None
         self.probes: ProbeScheduler | None = None
+        self.devices: DeviceSupervisor | None = None
         self.info: AgentInfo | None = None
         self._spool_failing = False
 
@@ -194,6 +196,9 @@ class Agent:
         if self.settings.probes.probes:
             self.probes = ProbeScheduler(self.settings.probes, self.record)
             tasks.append(asyncio.create_task(self.probes.run(self.stop_event), name="probes"))
+        if self.settings.devices:
+            self.devices = DeviceSupervisor(self.settings.devices, self.record)
+            tasks.append(asyncio.create_task(self.devices.run(self.stop_event), name="devices"))
         if self.settings.synthetic.rate_per_s > 0:
             synthetic = SyntheticTxns(self.settings.synthetic.rate_per_s)
             tasks.append(asyncio.create_task(synthetic.run(self.record, self.stop_event)))
@@ -291,6 +296,7 @@ class Agent:
             "uplink": self.uplink.status.to_json(),
             "sources": {name: h.to_json() for name, h in sorted(self.sources.items())},
             "probes": [] if self.probes is None else self.probes.status_json(),
+            "devices": [] if self.devices is None else self.devices.status_json(),
         }
 
 
