@@ -72,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     diagnose = add(
         "diagnose",
         _diagnose,
-        "run every configured probe once, now, and name the first failing hop on the path "
-        "link → gateway → isp → dns → acquirer; needs no collector and no running agent; "
-        "exit 0 when no hop fails, 1 when one does, 2 when the config is bad",
+        "run every configured probe and device check once, now, and name the first failing "
+        "hop on the path link → gateway → isp → dns → acquirer and every device in trouble; "
+        "needs no collector and no running agent; exit 0 when all is well, 1 when a hop or "
+        "a device fails, 2 when the config is bad",
     )
     diagnose.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -144,29 +145,41 @@ def _diagnose(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return 2
+    from .device_report import check_devices, devices_json, render_devices
     from .diagnose import checks_json, diagnose, render, run_checks
 
-    specs = settings.probes.probes
+    specs, devices = settings.probes.probes, settings.devices
     started = datetime.now(UTC)
     if not args.json:
+        longest = max((s.timeout_s for s in specs), default=0.0)
         print(
             f"posmon-agent diagnose: terminal {settings.agent.terminal_id}, store "
-            f"{settings.agent.store_id}; {len(specs)} probes, each at most "
-            f"{max((s.timeout_s for s in specs), default=0):g} s …",
+            f"{settings.agent.store_id}; {len(specs)} probes (each at most {longest:g} s), "
+            f"{len(devices)} devices …",
             flush=True,
         )
-    result = diagnose(asyncio.run(run_checks(specs)))
+
+    async def both() -> tuple[Any, Any]:
+        return await asyncio.gather(run_checks(specs), check_devices(devices))
+
+    probe_checks, device_checks = asyncio.run(both())
+    result = diagnose(probe_checks)
+    device_trouble = [c for c in device_checks if c.failing]
     if args.json:
         doc = {
             "terminal_id": settings.agent.terminal_id,
             "store_id": settings.agent.store_id,
             "checked_at": started.isoformat(),
             **checks_json(result),
+            "devices": devices_json(device_checks),
         }
         print(json.dumps(doc, indent=2))
     else:
         print(render(result))
-    return 0 if result.first_failing is None else 1
+        if device_checks:
+            print("\nDevices:")
+            print("\n".join(render_devices(device_checks)))
+    return 0 if result.first_failing is None and not device_trouble else 1
 
 
 # -- status -----------------------------------------------------------------
