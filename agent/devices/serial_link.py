@@ -108,7 +108,11 @@ class SerialLink:
         self._data.set()
 
     def discard_input(self) -> None:
-        """Forget whatever arrived unasked (a late answer, unsolicited codes)."""
+        """Forget whatever arrived unasked (a late answer, unsolicited codes),
+        including what the OS holds but the loop has not read yet."""
+        if self._port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self._port.reset_input_buffer()
         self._buffer.clear()
 
     async def write(self, data: bytes) -> None:
