@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import termios
 from collections.abc import Callable
 
 import serial
@@ -111,8 +112,10 @@ class SerialLink:
         """Forget whatever arrived unasked (a late answer, unsolicited codes),
         including what the OS holds but the loop has not read yet."""
         if self._port is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            try:
                 self._port.reset_input_buffer()
+            except (serial.SerialException, OSError, termios.error) as err:
+                self._lost = f"{self.path} went away: {err}"
         self._buffer.clear()
 
     async def write(self, data: bytes) -> None:
