@@ -50,10 +50,12 @@ def write_config(
     token: str,
     *,
     probe_list: Sequence[dict[str, Any]] = (),
+    device_list: Sequence[dict[str, Any]] = (),
     **overrides: dict[str, Any],
 ) -> Path:
     """An agent.toml in ``directory``: BASE_CONFIG with sections overridden key by
-    key, and one ``[[probe]]`` table per item of ``probe_list``."""
+    key, one ``[[probe]]`` table per item of ``probe_list`` and one ``[[device]]``
+    per item of ``device_list``."""
     sections = {name: dict(values) for name, values in BASE_CONFIG.items()}
     sections["collector"] = {"url": url, "token": token, "timeout_s": 2.0}
     for name, values in overrides.items():
@@ -63,10 +65,11 @@ def write_config(
         lines.append(f"[{name}]")
         lines += [f"{key} = {_toml_value(v)}" for key, v in values.items()]
         lines.append("")
-    for probe in probe_list:
-        lines.append("[[probe]]")
-        lines += [f"{key} = {_toml_value(v)}" for key, v in probe.items()]
-        lines.append("")
+    for table, items in (("probe", probe_list), ("device", device_list)):
+        for item in items:
+            lines.append(f"[[{table}]]")
+            lines += [f"{key} = {_toml_value(v)}" for key, v in item.items()]
+            lines.append("")
     path = directory / "agent.toml"
     path.write_text("\n".join(lines))
     return path
