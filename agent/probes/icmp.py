@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import tcp
 from .base import ProbeResult, ProbeUnavailable
 
 ECHO_REPLY, DEST_UNREACH, ECHO_REQUEST, TIME_EXCEEDED = 0, 3, 8, 11
@@ -333,7 +334,9 @@ async def probe_once(host: str, *, timeout_s: float, payload_size: int = 56) -> 
     try:
         async with asyncio.timeout(timeout_s):
             try:
-                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_RAW)
+                infos = tcp.numeric(host, 0, socket.SOCK_RAW) or await loop.getaddrinfo(
+                    host, None, type=socket.SOCK_RAW
+                )
             except socket.gaierror:
                 return ProbeResult(ok=False, error="dns")
             infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]

@@ -29,7 +29,6 @@ a failed attempt with error ``probe_error`` and is logged once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -267,12 +266,14 @@ class ProbeScheduler:
 
 
 async def _sleep_until(deadline: float, stop: asyncio.Event) -> bool:
-    """Wait until the loop's clock reaches ``deadline``; True if ``stop`` was set."""
+    """Wait until the loop's clock reaches ``deadline``; True if ``stop`` was set.
+
+    A plain sleep (one timer), not a wait on ``stop`` (a task and a timer per
+    wait): :meth:`ProbeScheduler.run` cancels the sleepers when it stops.
+    """
     if stop.is_set():
         return True
-    delay = max(0.0, deadline - asyncio.get_running_loop().time())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
+    await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
     return stop.is_set()
 
 

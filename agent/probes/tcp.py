@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 import ssl
 import time
@@ -55,8 +56,26 @@ def classify_os_error(exc: BaseException) -> str:
     return "unreachable"
 
 
+def numeric(host: str, port: int, type_: int) -> list[AddrInfo] | None:
+    """The address info of an IP literal, without the resolver's thread pool; else None."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 4:
+        return [(socket.AF_INET, type_, 0, "", (host, port))]
+    return [(socket.AF_INET6, type_, 0, "", (host, port, 0, 0))]
+
+
 async def resolve(host: str, port: int) -> list[AddrInfo]:
-    """Addresses for ``host``; raises :class:`DnsError` when it does not resolve."""
+    """Addresses for ``host``; raises :class:`DnsError` when it does not resolve.
+
+    An IP literal is used as it is (``loop.getaddrinfo`` would run in a thread
+    for it, on every attempt).
+    """
+    literal = numeric(host, port, socket.SOCK_STREAM)
+    if literal is not None:
+        return literal
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from datetime import UTC, datetime
 
@@ -124,7 +125,11 @@ def days_left(der: bytes, now: datetime | None = None) -> float:
 # --- the probe ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def _context(cafile: str | None, *, verify: bool) -> ssl.SSLContext:
+    """One context per CA file, made once: loading the system's CA store costs
+    tens of milliseconds of CPU, far more than a handshake (a changed CA file
+    is read again when the agent restarts)."""
     if not verify:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
