@@ -62,6 +62,13 @@ def _parse_one(sec: Section, base: Path) -> DeviceSpec:
     port = req_str(sec, "port")
     if kind.port_kind == "path" and not port.startswith("/"):
         raise sec.error("port", f"expected a device path such as /dev/ttyUSB0, got {port!r}")
+    if kind.port_kind == "hostport":
+        from .nut_net import split_hostport
+
+        try:
+            split_hostport(port)
+        except ValueError as err:
+            raise sec.error("port", f"expected HOST or HOST:PORT, got {port!r} ({err})") from None
     baudrate = opt_int(sec, "baudrate", kind.default_baudrate)
     if kind.port_kind == "path" and baudrate not in _BAUDRATES:
         allowed = ", ".join(str(b) for b in _BAUDRATES)
