@@ -2,8 +2,9 @@
 
 Starts a collector on SQLite in a temporary directory, creates a token,
 starts one agent (host samples every 2 s, the default network probes every
-second in 5-second windows, and a small synthetic payment load), and prints a line a second with what the collector has stored, until
-Ctrl-C (or ``--seconds N``). Then it stops both and removes the directory.
+second in 5-second windows, and a small synthetic payment load), and prints
+a line a second with what the collector has stored, until Ctrl-C (or
+``--seconds N``). Then it stops both and removes the directory.
 """
 
 from __future__ import annotations
