@@ -100,6 +100,9 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         done = agent_cli(command, "--help")
         assert done.returncode == 0 and "--config" in done.stdout
         assert f"posmon-agent {command}" in readme
+    done = agent_cli("simulate", "--help")
+    assert done.returncode == 0 and "printer" in done.stdout and "--link" in done.stdout
+    assert "posmon-agent simulate" in readme
     top = agent_cli("--help")
     assert top.returncode == 0 and "check-config" in top.stdout
 
