@@ -63,6 +63,14 @@ ALL_KEYS = {
         *("name", "type", "target", "role", "acquirer", "interval_s", "timeout_s"),
         *("query", "qtype", "server_name", "ca_file", "max_offset_ms", "weak_dbm"),
     },
+    # [[device]] tables (commented out in the example): the common keys and each kind's
+    "device": {
+        *("name", "kind", "port", "baudrate", "interval_s", "timeout_s", "heartbeat_s"),
+        *("ups", "username", "password", "password_file"),
+        *("weak_dbm", "use_cereg", "allow_roaming"),
+        *("mode", "usb_id", "usb_sysfs", "liveness", "poll_message", "poll_response"),
+        *("lrc_init", "lrc_includes_stx", "retries"),
+    },
 }
 
 DELETE = object()
@@ -246,8 +254,8 @@ def test_deploy_example_loads_and_lists_every_key(tmp_path: Path) -> None:
     for line in text.splitlines():
         if m := re.fullmatch(r"\[(\w+)\]", line):
             section = m[1]
-        elif line == "# [[probe]]":
-            section = "probe"
+        elif m := re.fullmatch(r"# \[\[(probe|device)\]\]", line):
+            section = m[1]
             present.setdefault(section, set())
         elif m := re.match(r"# (\w+) = ", line):
             present[section].add(m[1])
@@ -615,7 +623,9 @@ VALUES = st.recursive(
     max_leaves=6,
 )
 KEYS = [
-    *sorted(f"{s}.{k}" for s, keys in ALL_KEYS.items() if s != "probe" for k in keys),
+    *sorted(
+        f"{s}.{k}" for s, keys in ALL_KEYS.items() if s not in ("probe", "device") for k in keys
+    ),
     "uplink.typo",
 ]  # [[probe]] items have their own test in tests/agent/probes/test_settings.py
 
