@@ -53,6 +53,8 @@ from .configkit import (
 )
 from .devices.base import DeviceSpec
 from .devices.settings import parse_devices
+from .logtail.settings import LogFileSpec, parse_logfiles
+from .payments.settings import PaymentsSettings, parse_payments
 from .probes.settings import ProbesSettings, parse_probes
 
 __all__ = [
@@ -149,6 +151,8 @@ class AgentSettings:
     synthetic: SyntheticSettings
     probes: ProbesSettings
     devices: tuple[DeviceSpec, ...] = ()
+    payments: PaymentsSettings = field(default_factory=PaymentsSettings)
+    logfiles: tuple[LogFileSpec, ...] = ()
 
 
 # ── loading ─────────────────────────────────────────────────────────────────
@@ -175,6 +179,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentSettings:
         synthetic=section(root, "synthetic", _parse_synthetic, base),
         probes=parse_probes(root, base, collector.url),
         devices=parse_devices(root, base),
+        payments=section(root, "payments", parse_payments, base),
+        logfiles=parse_logfiles(root, base),
     )
     reject_unknown(root)
     return settings

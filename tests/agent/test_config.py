@@ -581,7 +581,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     assert not hasattr(cfg, "__dict__")  # slots
     parts: list[Any] = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
     sections = [part for part in parts if dataclasses.is_dataclass(part)]
-    assert len(sections) == 9
+    assert len(sections) == 10
     for part in sections:
         name = dataclasses.fields(part)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):

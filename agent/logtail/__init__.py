@@ -1,0 +1,1 @@
+"""Log tailing for POS applications that cannot call the local API."""
