@@ -47,8 +47,9 @@ from .registry import driver_kind
 
 log = structlog.get_logger("posmon.agent.devices")
 
-#: A whole poll may take this many timeouts (a modem asks several questions).
-POLL_GUARD = 10
+#: A whole poll may take this many timeouts: a modem's first poll asks ten
+#: questions, a NUT client may reconnect and ask six again.
+POLL_GUARD = 20
 
 
 def reading_for(outcome: Reading | BaseException) -> tuple[Reading, str]:
