@@ -578,19 +578,6 @@ async def test_garbage_is_a_protocol_error(sim: PinpadSimulator) -> None:
     await driver.close()
 
 
-async def test_unplug_is_gone_and_replug_is_ok_on_the_next_poll(sim: PinpadSimulator) -> None:
-    driver = EcrPinpadDriver(spec(str(sim.link), mode="link"))
-    assert (await driver.poll()).state == "ok"
-    sim.command("unplug")
-    with pytest.raises(DeviceGone):
-        await driver.poll()
-    with pytest.raises(DeviceGone, match="no such device"):
-        await driver.poll()
-    sim.command("replug")
-    assert (await driver.poll()).state == "ok"
-    await driver.close()
-
-
 async def test_link_mode_on_a_port_the_pos_app_holds(sim: PinpadSimulator) -> None:
     pos_app = SerialLink(str(sim.link))
     pos_app.open()

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.configkit import Section
-from agent.devices.base import DeviceGone, DevicePortBusy, DeviceSilent, DeviceSpec, Reading
+from agent.devices.base import DeviceGone, DeviceSilent, DeviceSpec, Reading
 from agent.devices.escpos_printer import (
     FLAGS,
     KIND,
@@ -265,19 +265,6 @@ async def test_faults_combine(sim: PrinterSimulator, driver: EscposPrinterDriver
     assert (await driver.poll()).state == "warning"
 
 
-async def test_unplug_is_gone_and_replug_is_ok_on_the_next_poll(
-    sim: PrinterSimulator, driver: EscposPrinterDriver
-) -> None:
-    assert (await driver.poll()).state == "ok"
-    sim.command("unplug")
-    with pytest.raises(DeviceGone):
-        await driver.poll()
-    with pytest.raises(DeviceGone, match="no such device"):
-        await driver.poll()
-    sim.command("replug")
-    assert (await driver.poll()).state == "ok"
-
-
 async def test_silence_is_device_silent_naming_the_query(
     sim: PrinterSimulator, tmp_path: Path
 ) -> None:
@@ -342,18 +329,6 @@ async def test_a_stale_reply_is_discarded_before_the_query(
         await asyncio.sleep(0.01)
     assert driver._link._buffer
     _check(await driver.poll(), "cover_open")
-
-
-async def test_a_second_driver_finds_the_port_busy(
-    sim: PrinterSimulator, driver: EscposPrinterDriver
-) -> None:
-    assert (await driver.poll()).state == "ok"
-    other = EscposPrinterDriver(_spec(sim.link))
-    with pytest.raises(DevicePortBusy):
-        await other.poll()
-    await driver.close()
-    assert (await other.poll()).state == "ok"
-    await other.close()
 
 
 # -- the driver against `python -m agent simulate printer` ---------------------
