@@ -32,6 +32,7 @@ ProbeState = Literal["ok", "fail"]
 DeviceState = Literal["ok", "warning", "fault", "disconnected"]
 TxnKind = Literal["sale", "refund", "void", "reversal"]
 Outcome = Literal["approved", "declined", "timeout", "error"]
+Resolution = Literal["reversed", "charged", "not_charged"]
 
 ID = bounds(max_len=128)
 NAME = bounds(max_len=256)
@@ -184,6 +185,10 @@ class Txn(Event):
     in_doubt: bool = False
     technical: bool = False
     message: str | None = field(default=None, metadata=bounds(max_len=512))
+    #: the end arrived after the agent had already recorded the payment as a timeout
+    late: bool = False
+    #: how the POS cleared an in-doubt payment: reversed, charged or not_charged
+    resolution: Resolution | None = None
 
     def _check(self) -> None:
         if self.currency is not None and not (
