@@ -3,6 +3,10 @@
 JSON lines when stdout is not a terminal (systemd, tests, log shippers), the
 console renderer when it is; ISO timestamps in UTC; snake_case event names
 with key=value fields. Log on a change of state, not on every poll.
+
+Every event goes through the PAN guard (``agent.pan_guard.GUARD``) just
+before it is rendered: card numbers in any value, nested or not, are masked
+and track data wiped, and the guard's ``masked_total`` counts them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import sys
 from typing import Literal
 
 import structlog
+
+from .pan_guard import GUARD
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -37,6 +43,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            GUARD.process_log_event,  # after the traceback became text, before rendering
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

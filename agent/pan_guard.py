@@ -219,7 +219,7 @@ def _count_items(windows: list[tuple[int, int]], bounds: set[int]) -> int:
     return len(taken)
 
 
-def _mask_pans_once(text: str) -> tuple[str, int]:
+def _mask_pans(text: str) -> tuple[str, int]:
     chars: list[str] | None = None
     count = 0
     for m in _CANDIDATE.finditer(text):
@@ -242,15 +242,6 @@ def _mask_pans_once(text: str) -> tuple[str, int]:
                 chars[positions[k]] = "*"
         count += _count_items(windows, bounds)
     return ("".join(chars), count) if chars is not None else (text, 0)
-
-
-def _mask_pans(text: str) -> tuple[str, int]:
-    total = 0
-    while True:  # each pass turns at least 3 digits into '*', so this ends
-        text, count = _mask_pans_once(text)
-        if not count:
-            return text, total
-        total += count
 
 
 def _wipe_track1(m: re.Match[str]) -> str:
@@ -306,7 +297,21 @@ def _subn_changed(
 
 def scrub(text: str) -> tuple[str, int]:
     """Wipe track data and sensitive key values, mask card numbers; return the text
-    and how many items were wiped or masked. Pure; never raises for a ``str``."""
+    and how many items were wiped or masked. Pure; never raises for a ``str``.
+
+    Passes repeat until one changes nothing, so ``scrub`` is idempotent: masking
+    can leave a window of kept digits and their neighbours that fits the rules
+    again. Every pass that changes something removes digits, so this ends.
+    """
+    total = 0
+    while True:
+        text, count = _scrub_pass(text)
+        if not count:
+            return text, total
+        total += count
+
+
+def _scrub_pass(text: str) -> tuple[str, int]:
     has_run = _PREFILTER.search(text) is not None
     lowered = text.lower()
     has_key = any(word in lowered for word in _KEY_WORDS)
