@@ -3,7 +3,8 @@
 The daemon owns the schedule (the loop's monotonic clock), the spool (all
 SQLite work on one worker thread), the uplink and the local API. Sources
 record events through :meth:`Agent.record`; nothing is sent that was not
-first durable in the spool.
+first durable in the spool. Payment reports (local API, log files) go
+through :attr:`Agent.payments`, which writes them to the same spool.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ from . import __version__
 from .config import AgentSettings
 from .devices.supervisor import DeviceSupervisor
 from .host import sample_from
+from .pan_guard import GUARD
+from .payments import Payments
 from .probes.scheduler import ProbeScheduler
 from .spool import Spool, SpoolError, SpoolFull
 from .synthetic import SyntheticTxns
@@ -86,6 +89,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.probes: ProbeScheduler | None = None
         self.devices: DeviceSupervisor | None = None
+        self.payments = Payments(settings.payments, self.spool_call, after_write=self.after_append)
         self.info: AgentInfo | None = None
         self._spool_failing = False
 
@@ -107,6 +111,10 @@ class Agent:
         if self._spool_failing:
             log.info("spool_write_recovered")
             self._spool_failing = False
+        await self.after_append(events)
+
+    async def after_append(self, events: Sequence[Event]) -> None:
+        """After events were appended: keep the bound, send payments at once."""
         if self.spool.stored_bytes > self.spool.max_bytes:
             await self.enforce_bounds()
         if self.uplink is not None and any(e.priority >= 2 for e in events):
@@ -144,6 +152,12 @@ class Agent:
             store_id=ident.store_id,
             version=__version__,
         )
+        try:
+            await self.payments.load()
+        except SpoolError as err:
+            log.error("spool_open_failed", error=str(err))
+            await self._close()
+            return 1
         unclean = await self.spool_call(lambda s: s.get_meta("running") == "1")
         await self.spool_call(lambda s: s.set_meta("running", "1"))
         await self.record(
@@ -164,6 +178,9 @@ class Agent:
         self.uplink = Uplink(
             self.settings.collector, self.settings.uplink, self.info, self.spool_call
         )
+        # Timeouts are recorded from now on, also those that fell due while the
+        # agent was not running; then the API may take reports.
+        payments_task = asyncio.create_task(self.payments.run(self.stop_event), name="payments")
         api = None
         if self.settings.api.enabled:
             from .api import ApiServer
@@ -172,6 +189,8 @@ class Agent:
                 api = ApiServer(self, asyncio.get_running_loop())
             except OSError as err:
                 log.error("api_bind_failed", error=str(err))
+                self.stop_event.set()
+                await payments_task
                 await self._close()
                 return 1
             url = api.url
@@ -208,6 +227,11 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if api is not None:
+            await asyncio.to_thread(api.stop)  # no new payment reports from here on
+            api = None
+        await payments_task
+        await self.payments.close()  # the reports taken in are written
         await uplink_task
         await self.record(
             [AgentEvent(seq=0, ts=_now(), event="stop", details={"pid": os.getpid()})]
@@ -297,6 +321,8 @@ class Agent:
             "sources": {name: h.to_json() for name, h in sorted(self.sources.items())},
             "probes": [] if self.probes is None else self.probes.status_json(),
             "devices": [] if self.devices is None else self.devices.status_json(),
+            "payments": self.payments.status_json(),
+            "pan_guard": GUARD.counts(),
         }
 
 

@@ -13,6 +13,15 @@ and survive restarts. An event leaves the spool only when
   and payment events last. Every drop is counted by kind and returned so the
   agent can report it as an ``agent_event``.
 
+The same database keeps the payment book (:mod:`agent.payments`): payments
+started and not yet ended, in doubt, or recently ended (for idempotency), in
+the ``payments`` table. :meth:`Spool.append_with` writes events, payment rows,
+counters and ``meta`` keys (such as a log file's offset) in ONE transaction:
+after a crash either all of it is there or none of it.
+
+The schema is versioned by ``PRAGMA user_version``; :data:`_MIGRATIONS` takes
+an older file forward step by step, each step in its own transaction.
+
 The class is synchronous (sqlite3); the agent runs all calls on one worker
 thread. Errors of sqlite3 are mapped to :class:`SpoolError` here.
 
@@ -29,15 +38,15 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from protocol import Event, encode_event
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -57,6 +66,21 @@ CREATE TABLE IF NOT EXISTS quarantine (
     quarantined_at REAL NOT NULL
 );
 """
+
+_PAYMENTS_V2 = """
+CREATE TABLE IF NOT EXISTS payments (
+    txn_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payments_state ON payments (state, updated_at);
+"""
+
+#: ``_MIGRATIONS[i]`` takes a spool from schema version i to i + 1.
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _PAYMENTS_V2)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 #: Rows a single drop statement removes before the size is checked again.
 _DROP_CHUNK = 256
@@ -98,6 +122,17 @@ class Drops:
     @property
     def total(self) -> int:
         return sum(self.by_kind.values())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """One payment of the payment book as stored; ``body`` is the book's own JSON."""
+
+    txn_id: str
+    state: str
+    received_at: float
+    updated_at: float
+    body: bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,8 +184,8 @@ class Spool:
                     f"{self.path}: spool schema version {version} is newer than this agent "
                     f"understands ({SCHEMA_VERSION}); upgrade posmon-agent"
                 )
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for step in range(version, SCHEMA_VERSION):
+                _migrate(db, step)
             self._db = db
             with self._tx():
                 agent_id = self._meta("agent_id")
@@ -195,9 +230,59 @@ class Spool:
         except sqlite3.Error as err:
             raise SpoolFull(f"{self.path}: no room for {len(events)} events: {err}") from err
 
-    def _append(self, events: Sequence[Event]) -> tuple[int, ...]:
+    def append_with(
+        self,
+        events: Sequence[Event],
+        *,
+        meta: Mapping[str, str] | None = None,
+        bump: Mapping[str, int] | None = None,
+        payments: Sequence[PaymentRow] = (),
+        forget: Sequence[str] = (),
+    ) -> tuple[int, ...]:
+        """:meth:`append`, and in the same transaction: set ``meta`` keys (a log
+        file's offset), add to ``bump`` counters (kept in ``meta``), write
+        ``payments`` rows and delete the payments named in ``forget``.
+
+        Committed even when ``events`` is empty; durable on return. On an error
+        nothing of it is stored.
+        """
+
+        def extra() -> None:
+            for key, value in (meta or {}).items():
+                self._set_meta(key, value)
+            for key, by in (bump or {}).items():
+                self._bump(key, by)
+            if payments:
+                self._conn.executemany(
+                    "INSERT INTO payments (txn_id, state, received_at, updated_at, body) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT (txn_id) DO UPDATE SET "
+                    "state = excluded.state, received_at = excluded.received_at, "
+                    "updated_at = excluded.updated_at, body = excluded.body",
+                    [(p.txn_id, p.state, p.received_at, p.updated_at, p.body) for p in payments],
+                )
+            if forget:
+                self._conn.executemany(
+                    "DELETE FROM payments WHERE txn_id = ?", [(t,) for t in forget]
+                )
+
+        try:
+            return self._append(events, extra)
+        except sqlite3.Error as err:
+            if not _is_full(err):
+                raise SpoolError(f"{self.path}: append failed: {err}") from err
+        self._shed_for_space()
+        try:
+            return self._append(events, extra)
+        except sqlite3.Error as err:
+            raise SpoolFull(f"{self.path}: no room for {len(events)} events: {err}") from err
+
+    def _append(
+        self, events: Sequence[Event], extra: Callable[[], None] | None = None
+    ) -> tuple[int, ...]:
         now = self._now()
         with self._tx():
+            if extra is not None:
+                extra()
             seq = int(self._meta("next_seq") or "1")
             rows = []
             added = 0
@@ -297,6 +382,38 @@ class Spool:
 
     def get_meta(self, key: str) -> str | None:
         return self._meta(key)
+
+    def meta_items(self, prefix: str) -> dict[str, str]:
+        """Every ``meta`` key that starts with ``prefix``, and its value."""
+        return {
+            str(key): str(value)
+            for key, value in self._q(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            )
+        }
+
+    # -- the payment book ---------------------------------------------------
+
+    def payment_rows(self) -> list[PaymentRow]:
+        """Every payment the book keeps, oldest first."""
+        return [
+            PaymentRow(str(t), str(st), float(r), float(u), bytes(b))
+            for t, st, r, u, b in self._q(
+                "SELECT txn_id, state, received_at, updated_at, body FROM payments "
+                "ORDER BY received_at, txn_id"
+            )
+        ]
+
+    def prune_payments(self, *, state: str, updated_before: float) -> int:
+        """Forget payments in ``state`` last changed before ``updated_before``."""
+        try:
+            with self._tx():
+                return self._conn.execute(
+                    "DELETE FROM payments WHERE state = ? AND updated_at < ?",
+                    (state, updated_before),
+                ).rowcount
+        except sqlite3.Error as err:
+            raise SpoolError(f"{self.path}: pruning payments failed: {err}") from err
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx():
@@ -442,6 +559,20 @@ class _Transaction:
             self._db.execute("COMMIT")
         else:
             self._db.execute("ROLLBACK")
+
+
+def _migrate(db: sqlite3.Connection, step: int) -> None:
+    """Take the schema from version ``step`` to ``step + 1`` in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _MIGRATIONS[step].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={step + 1}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _is_full(err: sqlite3.Error) -> bool:
