@@ -55,6 +55,7 @@ ALL_KEYS = {
     },
     "host": {"interval_s", "disk_path"},
     "api": {"enabled", "listen"},
+    "payments": {"timeout_s", "technical_codes"},
     "log": {"level", "format"},
     "synthetic": {"rate_per_s"},
     "probes": {"window_s", "interval_s", "timeout_s", "fail_after", "recover_after", "defaults"},
@@ -242,7 +243,7 @@ def test_deploy_example_loads_and_lists_every_key(tmp_path: Path) -> None:
     assert cfg.api == ApiSettings()
     # The example shows the defaults.
     defaults = load_config(write(tmp_path, render(MINIMAL), name="minimal.toml"))
-    for name in ("spool", "uplink", "host", "api", "log", "synthetic"):
+    for name in ("spool", "uplink", "host", "api", "log", "synthetic", "payments"):
         if name == "spool":
             assert dataclasses.replace(cfg.spool, path=defaults.spool.path) == defaults.spool
         else:
