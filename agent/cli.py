@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     status = add(
         "status",
         _status,
-        "show the running agent's state: spool depth, last upload, last error, sources",
+        "show the running agent's state: spool depth, last upload, last error, sources, "
+        "payment counts by outcome and the payments in doubt",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     diagnose = add(
@@ -317,7 +318,70 @@ def _render_status(status: dict[str, Any]) -> str:
             f"device    {device['name']} ({device['kind']}, {device['port']}): "
             f"{device['state']}{flags}{reason}"
         )
+    if "payments" in status:
+        lines += _payment_lines(status["payments"])
+    if "pan_guard" in status:
+        guard = status["pan_guard"]
+        lines.append(
+            f"pan guard {guard['masked_total']} card numbers or track data masked, "
+            f"{guard['refused_total']} reports refused for card data fields"
+        )
     return "\n".join(lines)
+
+
+def _payment_lines(payments: dict[str, Any]) -> list[str]:
+    counts = payments["counts"]
+    by_outcome = ", ".join(
+        f"{name} {counts[name]}" for name in ("approved", "declined", "timeout", "error")
+    )
+    lines = [
+        f"payments  {by_outcome}; late ends {counts['late']}, resolved {counts['resolved']}, "
+        f"technical {counts['technical']}; {payments['open']} open "
+        f"(timeout {payments['timeout_s']:g} s)"
+    ]
+    if payments.get("spool_error"):
+        lines.append(f"payments  NOT STORED: {payments['spool_error']}")
+    total = payments["in_doubt_total"]
+    if total:
+        lines.append(
+            f"in doubt  {total} payment{'s' if total != 1 else ''}: the card may have been "
+            "charged; check with the acquirer before charging again"
+        )
+        for doubt in payments["in_doubt"]:
+            lines.append(
+                f"  {doubt['txn_id']}  started {doubt['started_at'] or 'unknown'}  "
+                f"{doubt['acquirer'] or 'acquirer unknown'}  "
+                f"{_amount(doubt['amount_minor'], doubt['currency'])}  ({doubt['outcome']})"
+            )
+        if total > len(payments["in_doubt"]):
+            lines.append(f"  … and {total - len(payments['in_doubt'])} more")
+    else:
+        lines.append("in doubt  none")
+    return lines
+
+
+#: ISO 4217 currencies without two decimals (the rest have two).
+_NO_DECIMALS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE_DECIMALS = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR_DECIMALS = "CLF UYW"
+_EXPONENTS = {
+    code: exponent
+    for codes, exponent in ((_NO_DECIMALS, 0), (_THREE_DECIMALS, 3), (_FOUR_DECIMALS, 4))
+    for code in codes.split()
+}
+
+
+def _amount(minor: int | None, currency: str | None) -> str:
+    """``1250, "EUR"`` → ``12.50 EUR``; what is known of an amount, in words."""
+    if minor is None:
+        return "amount unknown"
+    if currency is None:
+        return f"{minor} minor units"
+    exponent = _EXPONENTS.get(currency, 2)
+    if exponent == 0:
+        return f"{minor} {currency}"
+    whole, part = divmod(minor, 10**exponent)
+    return f"{whole}.{part:0{exponent}d} {currency}"
 
 
 # -- check-config -------------------------------------------------------------
