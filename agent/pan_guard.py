@@ -154,34 +154,38 @@ def plausible_pan(digits: str) -> bool:
 
 # --- finding card numbers ---------------------------------------------------------
 
-# Cheap test first: 12 digits, single spaces or dashes allowed between them (12,
-# not 13: a track's PAN may have 12 digits). The lookahead drops most starting
-# points of ordinary lines (timestamps, addresses) at once.
-_PREFILTER: Final = re.compile(r"[0-9](?=[0-9 -]{11})(?:[ -]?[0-9]){11}")
-_CANDIDATE: Final = re.compile(r"[0-9](?:[ -]?[0-9]){12,}")
+# Cheap test first: 13 digits, single spaces or dashes allowed between them. The
+# lookahead drops most starting points of ordinary lines (timestamps) at once.
+_PREFILTER: Final = re.compile(r"[0-9](?=[0-9 -]{12})(?:[ -]?[0-9]){12}")
+# The same from the start of a digit run, as long as it goes.
+_CANDIDATE: Final = re.compile(r"(?<![0-9])[0-9](?=[0-9 -]{12})(?:[ -]?[0-9]){12,}")
 _SEPARATORS: Final = str.maketrans("", "", " -")
 
 _TRACK1: Final = re.compile(
     r"%?[Bb][0-9](?: ?[0-9]){11,18}\^[^^\r\n]{0,26}\^[^?\s\"'<>{}\[\],;]{0,79}\??"
 )
 _TRACK2: Final = re.compile(
-    r"(?P<ss>;)?(?P<digits>[0-9]{12,})(?P<fs>[=Dd])(?P<rest>[0-9]{4,40})(?:[Ff]?\?|[Ff])?"
+    r"(?P<ss>;?)(?<![0-9])(?P<digits>[0-9]{12,})(?P<fs>[=Dd])(?P<rest>[0-9]{4,40})"
+    r"(?:[Ff]?\?|[Ff])?"
 )
 
-# A key whose name holds one of the words, then = or :, then a value.
-_KEY_WORDS: Final = ("pan", "track", "cvv", "cvc", "cvn", "csc", "pin", "card")
+# Where a sensitive key may be: one of the words, in any case, inside a token.
+_SENSITIVE: Final = re.compile(r"[pPtTcC](?i:an|rack|vv|vc|vn|sc|in|ard)")
+# A key (optionally quoted) at a given position, then = or :, then a value.
 _KEYED_VALUE: Final = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?P<q>[\"']?)"
-    r"(?P<key>[A-Za-z0-9_.\-]*(?i:pan|track|cvv|cvc|cvn|csc|pin|card)[A-Za-z0-9_.\-]*)"
-    r"(?P=q)(?P<sep>\s*[:=]\s*)"
+    r"(?P<q>[\"']?)(?P<key>[A-Za-z0-9_.\-]+)(?P=q)(?P<sep>\s*[:=]\s*)"
     r"(?P<val>\"(?:[^\"\\\r\n]|\\.)*\"|'[^'\r\n]*'|[^\s,;&\"'<>(){}\[\]]+)"
 )
+_KEY_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _HAS_DIGIT: Final = re.compile(r"[0-9]")
 
 
 def _pan_windows(digits: str) -> list[tuple[int, int]]:
     """Every [start, end) window of 13–19 digits that fits the IIN table and passes Luhn."""
     n = len(digits)
+    starts = [a for a in range(n - MIN_PAN + 1) if _LENGTHS[int(digits[a : a + 4])]]
+    if not starts:
+        return []
     # Luhn sums of prefixes under both parities: a window's sum is a difference.
     even = [0] * (n + 1)  # digits at even indexes undoubled
     odd = [0] * (n + 1)  # digits at odd indexes undoubled
@@ -192,10 +196,8 @@ def _pan_windows(digits: str) -> list[tuple[int, int]]:
         else:
             even[j + 1], odd[j + 1] = even[j] + d, odd[j] + _DOUBLED[d]
     found: list[tuple[int, int]] = []
-    for a in range(n - MIN_PAN + 1):
+    for a in starts:
         lengths = _LENGTHS[int(digits[a : a + 4])]
-        if not lengths:
-            continue
         for length in range(MIN_PAN, min(MAX_PAN, n - a) + 1):
             if lengths >> length & 1:
                 b = a + length
@@ -219,10 +221,10 @@ def _count_items(windows: list[tuple[int, int]], bounds: set[int]) -> int:
     return len(taken)
 
 
-def _mask_pans(text: str) -> tuple[str, int]:
+def _mask_pans(text: str, pos: int) -> tuple[str, int]:
     chars: list[str] | None = None
     count = 0
-    for m in _CANDIDATE.finditer(text):
+    for m in _CANDIDATE.finditer(text, pos):
         run = m.group()
         digits = run.translate(_SEPARATORS)
         windows = _pan_windows(digits)
@@ -244,11 +246,11 @@ def _mask_pans(text: str) -> tuple[str, int]:
     return ("".join(chars), count) if chars is not None else (text, 0)
 
 
-def _wipe_track1(m: re.Match[str]) -> str:
+def _wipe_track1(m: re.Match[str]) -> str | None:
     return TRACK_REMOVED
 
 
-def _wipe_track2(m: re.Match[str]) -> str:
+def _wipe_track2(m: re.Match[str]) -> str | None:
     digits = m["digits"]
     if m["ss"] and m["fs"] == "=":
         start: int | None = 0
@@ -260,39 +262,65 @@ def _wipe_track2(m: re.Match[str]) -> str:
                     start = len(digits) - length
                     break
     if start is None:
-        return m.group()
+        return None
     if start == 0:
         return TRACK_REMOVED
     return (m["ss"] or "") + digits[:start] + TRACK_REMOVED
 
 
-def _wipe_keyed(m: re.Match[str]) -> str:
-    val = m["val"]
-    if not is_forbidden_name(m["key"]) or _HAS_DIGIT.search(val) is None:
-        return m.group()
-    if val[0] in "\"'":
-        new = val[0] + VALUE_REMOVED + val[0]
-    elif m["q"] == '"':
-        new = '"' + VALUE_REMOVED + '"'  # a JSON number: keep the document JSON
-    else:
-        new = VALUE_REMOVED
-    return m.group("q") + m["key"] + m["q"] + m["sep"] + new
+def _wipe_keyed_values(text: str) -> tuple[str, int]:
+    """Wipe the values of keys that are forbidden field names, when they hold a digit."""
+    parts: list[str] = []
+    done = 0  # text before this index is in parts
+    count = 0
+    for word in _SENSITIVE.finditer(text):
+        if word.start() < done:
+            continue
+        start = word.start()
+        while start > 0 and text[start - 1] in _KEY_CHARS:
+            start -= 1
+        m = None
+        if start > 0 and text[start - 1] in "\"'":
+            m = _KEYED_VALUE.match(text, start - 1)
+        if m is None or not m["q"]:
+            m = _KEYED_VALUE.match(text, start)
+        if m is None or m.end("key") < word.end():
+            continue
+        val = m["val"]
+        if not is_forbidden_name(m["key"]) or _HAS_DIGIT.search(val) is None:
+            continue
+        if val[0] in "\"'":
+            new = val[0] + VALUE_REMOVED + val[0]
+        elif m["q"] == '"':
+            new = '"' + VALUE_REMOVED + '"'  # a JSON number: keep the document JSON
+        else:
+            new = VALUE_REMOVED
+        parts.append(text[done : m.start("val")])
+        parts.append(new)
+        done = m.end()
+        count += 1
+    if not count:
+        return text, 0
+    parts.append(text[done:])
+    return "".join(parts), count
 
 
-def _subn_changed(
-    pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str], text: str
+def _replace(
+    pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str | None], text: str, pos: int
 ) -> tuple[str, int]:
-    """Like ``pattern.subn`` but counts only the matches that ``repl`` changed."""
-    changed = 0
-
-    def counting(m: re.Match[str]) -> str:
-        nonlocal changed
+    """Like ``pattern.subn`` from ``pos``; ``repl`` answers None to leave a match alone."""
+    parts: list[str] = []
+    done = 0
+    for m in pattern.finditer(text, pos):
         new = repl(m)
-        if new != m.group():
-            changed += 1
-        return new
-
-    return pattern.sub(counting, text), changed
+        if new is not None:
+            parts.append(text[done : m.start()])
+            parts.append(new)
+            done = m.end()
+    if not parts:
+        return text, 0
+    parts.append(text[done:])
+    return "".join(parts), len(parts) // 2
 
 
 def scrub(text: str) -> tuple[str, int]:
@@ -312,23 +340,33 @@ def scrub(text: str) -> tuple[str, int]:
 
 
 def _scrub_pass(text: str) -> tuple[str, int]:
-    has_run = _PREFILTER.search(text) is not None
+    run = _PREFILTER.search(text)  # the first digit run of 13 or more: none before it
     lowered = text.lower()
-    has_key = any(word in lowered for word in _KEY_WORDS)
-    if not has_run and not has_key:
+    has_key = (
+        "pan" in lowered
+        or "pin" in lowered
+        or "card" in lowered
+        or "cv" in lowered
+        or "csc" in lowered
+        or "track" in lowered
+    )
+    has_track1 = "^" in text
+    has_sentinel = ";" in text
+    if run is None and not (has_key or has_track1 or has_sentinel):
         return text, 0
     count = 0
-    if has_run:
-        if "^" in text:
-            text, n = _subn_changed(_TRACK1, _wipe_track1, text)
-            count += n
-        text, n = _subn_changed(_TRACK2, _wipe_track2, text)
+    first = 0 if run is None else run.start()
+    if has_track1:
+        text, n = _replace(_TRACK1, _wipe_track1, text, 0)
+        count += n
+    if has_sentinel or run is not None:  # a 12-digit PAN is track data only after a ';'
+        text, n = _replace(_TRACK2, _wipe_track2, text, 0 if has_sentinel or count else first)
         count += n
     if has_key:
-        text, n = _subn_changed(_KEYED_VALUE, _wipe_keyed, text)
+        text, n = _wipe_keyed_values(text)
         count += n
-    if has_run:
-        text, n = _mask_pans(text)
+    if run is not None:
+        text, n = _mask_pans(text, 0 if count else first)
         count += n
     return text, count
 
