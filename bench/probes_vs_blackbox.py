@@ -49,7 +49,6 @@ import signal
 import socket
 import socketserver
 import ssl
-import statistics
 import struct
 import subprocess
 import sys
@@ -64,11 +63,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sampling import Sampler  # noqa: E402
 from tests.e2e.agents import collector_rows, kill_leftovers, start_agent, write_config  # noqa: E402
 from tests.helpers import create_token, start_collector, stop_leftovers  # noqa: E402
 
@@ -492,36 +490,6 @@ class Scraper:
 
 
 # ── sampling ───────────────────────────────────────────────────────────────
-
-
-class Sampler:
-    def __init__(self, name: str, pid: int) -> None:
-        self.name = name
-        self.proc = psutil.Process(pid)
-        self.rss: list[int] = []
-        self.cpu0 = self._cpu()
-        self.t0 = time.monotonic()
-        self.cpu_pct = 0.0
-
-    def _cpu(self) -> float:
-        times = self.proc.cpu_times()
-        return float(times.user + times.system)
-
-    def sample(self) -> None:
-        self.rss.append(self.proc.memory_info().rss)
-
-    def finish(self) -> None:
-        self.cpu_pct = (self._cpu() - self.cpu0) / (time.monotonic() - self.t0) * 100
-
-    @property
-    def rss_median(self) -> float:
-        return float(statistics.median(self.rss))
-
-    def row(self) -> str:
-        return (
-            f"| {self.name} | {self.cpu_pct:.2f} % | {self.rss_median / 2**20:.1f} MiB "
-            f"| {max(self.rss) / 2**20:.1f} MiB |"
-        )
 
 
 # ── what the collector received ────────────────────────────────────────────

@@ -273,11 +273,13 @@ class ModemDriver:
         self.options: ModemOptions = spec.options or ModemOptions()
         self._link = SerialLink(spec.port, baudrate=spec.baudrate)
         self._identity: dict[str, Scalar] | None = None  # None: set up on the next poll
+        self._chain = True  # ask the poll's commands in one chained line
 
     async def poll(self) -> Reading:
         link = self._link
         if not link.is_open:
             self._identity = None
+            self._chain = True
             link.open()
         try:
             if self._identity is None:
@@ -289,11 +291,30 @@ class ModemDriver:
                     if text is not None:
                         identity[attribute] = text
                 self._identity = identity
-            answers = {cmd: await self._ask(cmd) for cmd in poll_commands(self.options)}
-            return read_status(answers, self.options, self._identity)
+            return read_status(await self._status(), self.options, self._identity)
         except Exception:
             self._identity = None  # the modem may have restarted: echo on again
             raise
+
+    async def _status(self) -> dict[str, Response]:
+        """The poll's answers: one chained command (one round trip) where the modem
+        takes it, else one command at a time.
+
+        A chained line stops at its first error (no SIM answers ``+CPIN?`` with
+        ``+CME ERROR: 10``), so after an error the commands are asked one by
+        one; if they then all succeed, the modem does not chain and is not asked
+        to again until it is reconnected.
+        """
+        commands = poll_commands(self.options)
+        if self._chain:
+            joined = "AT" + ";".join(cmd[2:] for cmd in commands)
+            response = await self._ask(joined)
+            if response.ok:
+                return {cmd: _part(response, cmd) for cmd in commands}
+        answers = {cmd: await self._ask(cmd) for cmd in commands}
+        if all(answer.ok for answer in answers.values()):
+            self._chain = False
+        return answers
 
     async def _ask(self, command: str) -> Response:
         link = self._link
@@ -309,6 +330,13 @@ class ModemDriver:
 
     async def close(self) -> None:
         self._link.close()
+
+
+def _part(response: Response, command: str) -> Response:
+    """The lines of a chained answer that belong to ``command`` (by their prefix)."""
+    prefix = command[2:].rstrip("?") + ":"  # "AT+CREG?" → "+CREG:"
+    lines = tuple(line for line in response.lines if line.upper().startswith(prefix))
+    return Response(command, lines, response.final)
 
 
 KIND: Final = DriverKind(

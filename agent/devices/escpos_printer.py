@@ -233,18 +233,22 @@ class EscposPrinterDriver:
         self._link = SerialLink(spec.port, baudrate=spec.baudrate)
 
     async def poll(self) -> Reading:
+        """The four queries in one write, the four one-byte replies in one read.
+
+        Printers answer real-time commands in order and accept up to eight
+        outstanding, so one round trip does what four would; a missing reply
+        is named by the query it belongs to.
+        """
         link = self._link
         link.open()  # a no-op while open; after DeviceGone it finds the device again
-        framer = StatusFramer()
-        readings: list[Reading] = []
-        for n in QUERIES:
-            link.discard_input()  # a late reply to an earlier poll must not count
-            await link.write(status_request(n))
-            try:
-                reply = await link.read_exact(1, self.spec.timeout_s)
-            except DeviceSilent as err:
-                raise DeviceSilent(_silence(n, self.spec.timeout_s)) from err
-            readings = framer.feed(reply)
+        link.discard_input()  # a late reply to an earlier poll must not count
+        await link.write(b"".join(status_request(n) for n in QUERIES))
+        try:
+            replies = await link.read_exact(len(QUERIES), self.spec.timeout_s)
+        except DeviceSilent as err:
+            got = len(link.pending())
+            raise DeviceSilent(_silence(QUERIES[got], self.spec.timeout_s)) from err
+        readings = StatusFramer().feed(replies)
         return readings[0]
 
     async def close(self) -> None:

@@ -108,6 +108,10 @@ class SerialLink:
             self._buffer += data
         self._data.set()
 
+    def pending(self) -> bytes:
+        """What has arrived and was not yet taken as a frame."""
+        return bytes(self._buffer)
+
     def discard_input(self) -> None:
         """Forget whatever arrived unasked (a late answer, unsolicited codes),
         including what the OS holds but the loop has not read yet."""

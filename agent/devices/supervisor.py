@@ -1,7 +1,10 @@
 """Poll every configured device on the event loop and record ``device_status``.
 
-Each device has its own task: a random first offset within its interval,
-then one poll per ``interval_s`` on the monotonic clock. A poll is bounded
+Each device has its own task: one poll per ``interval_s`` on the monotonic
+clock, started on the agent's ticks (:mod:`agent.ticks`), from one random
+offset shared by all devices, so that devices with the same interval poll
+together and share the event loop's wake-ups (the CPU figure in
+BENCHMARKS.md). A poll is bounded
 (``POLL_GUARD`` × its timeout), so a device that hangs delays only itself,
 and no device error ever stops the agent.
 
@@ -33,6 +36,7 @@ import structlog
 
 from protocol import DeviceStatus, Event
 
+from ..ticks import Ticks
 from .base import (
     DeviceError,
     DeviceGone,
@@ -47,6 +51,8 @@ from .registry import driver_kind
 
 log = structlog.get_logger("posmon.agent.devices")
 
+#: Polls start on the agent's ticks (see agent/ticks.py), this far apart.
+TICK_S = 0.25
 #: A whole poll may take this many timeouts: a modem's first poll asks ten
 #: questions, a NUT client may reconnect and ask six again.
 POLL_GUARD = 20
@@ -119,6 +125,11 @@ class DeviceSupervisor:
         self.record = record
         make = create or (lambda spec: driver_kind(spec.kind).create(spec))
         self.runners = [DeviceRunner(spec, make(spec)) for spec in specs]
+        shortest = min((s.interval_s for s in specs), default=1.0)
+        self._ticks = Ticks(min(TICK_S, shortest / 4))
+        # One random offset for all devices: those with the same interval poll
+        # on the same tick, so their questions and answers share wake-ups.
+        self._offset = random.uniform(0.0, shortest)
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -141,18 +152,16 @@ class DeviceSupervisor:
     async def _loop(self, runner: DeviceRunner, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         interval = runner.spec.interval_s
-        next_at = loop.time() + random.uniform(0.0, interval)
-        while True:
-            if stop.is_set():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
+        next_at = self._ticks.at_or_after(loop.time() + self._offset % interval)
+        while not stop.is_set():
+            # a plain sleep (one timer); run() cancels this task when the agent stops
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
             if stop.is_set():
                 return
             await self.poll(runner)
             next_at += interval
             if next_at < loop.time():
-                next_at = loop.time()
+                next_at = self._ticks.at_or_after(loop.time())
 
     async def poll(self, runner: DeviceRunner) -> None:
         """Poll ``runner``'s device once and record what changed (or a heartbeat)."""

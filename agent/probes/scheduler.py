@@ -32,7 +32,6 @@ a failed attempt with error ``probe_error`` and is logged once.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import structlog
 
 from protocol import AgentEvent, Event, ProbeChange
 
+from ..ticks import Ticks
 from .base import ProbeResult, ProbeUnavailable
 from .registry import ProbeFn, build
 from .settings import ProbeSpec, ProbesSettings
@@ -159,8 +159,7 @@ class ProbeScheduler:
         self.record = record
         self.runners = [Runner(spec, builder(spec), settings) for spec in settings.probes]
         shortest = min((s.interval_s for s in settings.probes), default=1.0)
-        self._tick_s = min(TICK_S, shortest / 4)
-        self._phase = random.uniform(0.0, self._tick_s)  # each agent its own ticks
+        self._ticks = Ticks(min(TICK_S, shortest / 4))
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -180,15 +179,10 @@ class ProbeScheduler:
 
     # -- one probe ------------------------------------------------------------
 
-    def _tick(self, t: float) -> float:
-        """The first tick at or after ``t``."""
-        ticks = math.ceil((t - self._phase) / self._tick_s - 1e-9)
-        return self._phase + float(ticks) * self._tick_s
-
     async def _probe_loop(self, runner: Runner, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         interval = runner.spec.interval_s
-        next_at = self._tick(loop.time() + random.uniform(0.0, interval))
+        next_at = self._ticks.at_or_after(loop.time() + random.uniform(0.0, interval))
         while True:
             if await _sleep_until(next_at, stop):
                 return
@@ -201,7 +195,7 @@ class ProbeScheduler:
             await self._result(runner, result)
             next_at += interval
             if next_at < loop.time():  # the attempt outlasted its interval: skip, don't bunch
-                next_at = self._tick(loop.time())
+                next_at = self._ticks.at_or_after(loop.time())
 
     async def _unavailable(self, runner: Runner, reason: str) -> None:
         if runner.unavailable == reason:

@@ -7,7 +7,8 @@ and ``+CME ERROR`` as ``AT+CMEE`` asks (0 ``ERROR``, 1 numeric, 2 text).
 to their defaults. A command line is ``AT<command>\\r`` (a ``\\n`` after the
 ``\\r`` is ignored); lines that do not start with ``AT`` get no answer.
 
-Commands answered: ``AT``; the basic ``E0 E1 V1 Q0 Z`` in any combination
+Commands answered (also chained with ``;``, stopping at the first error):
+``AT``; the basic ``E0 E1 V1 Q0 Z`` in any combination
 (``ATE0V1``); ``I``; ``+CMEE=<0-2>`` / ``?``; ``+CSQ``; ``+CREG=<0-2>`` /
 ``?``; ``+CEREG=<0-2>`` / ``?``; ``+COPS?``; ``+CPIN?``; ``+CGMI`` ``+CGMM``
 ``+CGMR`` (and ``+GMI`` ``+GMM`` ``+GMR``). Anything else: ``ERROR``.
@@ -212,6 +213,14 @@ class ModemSimulator(PtySimulator):
         body = text[2:].upper()
         if body == "":
             return [], "OK"
+        if ";" in body:  # chained extended commands (V.250 §5.4): stop at the first error
+            chained: list[str] = []
+            for part in body.split(";"):
+                info, final = self.execute("AT" + part)
+                chained += info
+                if final != "OK":
+                    return chained, final
+            return chained, "OK"
         if _BASIC.fullmatch(body):
             return self._basic(body)
         v = self.vendor

@@ -603,6 +603,54 @@ async def test_faults_come_and_go_between_polls(sim: ModemSimulator, driver: Mod
         assert (await driver.poll()).flags == ()
 
 
+class CountingModem(ModemSimulator):
+    """Counts the command lines it is sent; ``chains=False`` answers ERROR to a chained one."""
+
+    def __init__(self, link: Path, *, chains: bool = True) -> None:
+        super().__init__(link)
+        self.chains = chains
+        self.lines: list[str] = []
+        self._nested = False
+
+    def execute(self, text: str) -> tuple[list[str], str | None]:
+        if self._nested:  # a part of a chained line
+            return super().execute(text)
+        self.lines.append(text)
+        if ";" in text and not self.chains:
+            return [], "ERROR"
+        self._nested = True
+        try:
+            return super().execute(text)
+        finally:
+            self._nested = False
+
+
+@pytest.mark.parametrize("chains", [True, False])
+async def test_a_poll_asks_in_one_chained_line_where_the_modem_takes_it(
+    tmp_path: Path, chains: bool
+) -> None:
+    sim = CountingModem(tmp_path / "ttyCHAIN", chains=chains)
+    sim._loop = asyncio.get_running_loop()
+    sim.plug()
+    driver = ModemDriver(DeviceSpec("modem", "at_modem", str(sim.link), 115200, timeout_s=2.0))
+    try:
+        await driver.poll()  # set-up and the first status
+        sim.lines.clear()
+        for _ in range(3):
+            reading = await driver.poll()
+            assert reading.state == "ok" and reading.attributes["operator"]
+        chained = [line for line in sim.lines if ";" in line]
+        if chains:  # one round trip per poll
+            assert sim.lines == ["AT+CPIN?;+CSQ;+CREG?;+CEREG?;+COPS?"] * 3
+        else:  # it said ERROR once, on the first poll: one command at a time since
+            assert chained == [] and len(sim.lines) == 3 * 5
+        sim.command("no_sim")  # a chained line stops at +CPIN?'s error: asked one by one
+        assert "no_sim" in (await driver.poll()).flags
+    finally:
+        await driver.close()
+        sim.unplug()
+
+
 async def test_unplug_is_gone_and_replug_is_found_again(
     sim: ModemSimulator, driver: ModemDriver
 ) -> None:
@@ -636,7 +684,7 @@ async def test_silence_is_device_silent(sim: ModemSimulator) -> None:
 async def test_garbage_is_a_protocol_error(sim: ModemSimulator, driver: ModemDriver) -> None:
     await driver.poll()
     sim.command("garbage")
-    with pytest.raises(DeviceProtocolError, match=r"AT\+CPIN\?: ") as info:
+    with pytest.raises(DeviceProtocolError, match=r"AT\+CPIN\?[;:]") as info:
         await driver.poll()
     assert isinstance(info.value, AtError)
     sim.command("ok")
