@@ -36,6 +36,7 @@ import structlog
 
 from protocol import DeviceStatus, Event
 
+from ..pan_guard import GUARD
 from ..ticks import Ticks
 from .base import (
     DeviceError,
@@ -193,6 +194,11 @@ class DeviceSupervisor:
                 reason=reading.reason,
             )
         runner.sent_at = mono
+        # Device text (a modem's operator name, a reason quoting an answer) goes
+        # through the PAN guard like everything else the agent takes in.
+        attributes = {k: GUARD.scrub(v)[0] if isinstance(v, str) else v
+                      for k, v in reading.attributes.items()}  # fmt: skip
+        reason = None if reading.reason is None else GUARD.scrub(reading.reason[:512])[0]
         event = DeviceStatus(
             seq=0,
             ts=now,
@@ -200,8 +206,8 @@ class DeviceSupervisor:
             device_kind=spec.kind,
             state=reading.state,
             flags=reading.flags,
-            attributes=dict(reading.attributes),
-            reason=None if reading.reason is None else reading.reason[:512],
+            attributes=attributes,
+            reason=reason,
             heartbeat=not changed,
         )
         await self.record([event])

@@ -171,3 +171,20 @@ async def test_a_crashing_driver_is_a_fault_and_the_loop_goes_on(tmp_path: Path)
     await task
     assert [e.state for e in rec.events] == ["fault"]
     assert rec.events[0].reason == "driver error: RuntimeError: bug"
+
+
+async def test_device_text_goes_through_the_pan_guard(lamp: Lamp) -> None:
+    class Chatty(LampDriver):
+        async def poll(self) -> Reading:
+            await super().poll()
+            card = "4111 1111 1111 1111"
+            return Reading("warning", (), {"operator": f"op {card}", "volts": 12.0}, f"said {card}")
+
+    spec = DeviceSpec(name="lamp", kind="lamp", port=str(lamp.link), timeout_s=0.3)
+    rec = Recorded()
+    sup = DeviceSupervisor((spec,), rec, create=Chatty)
+    await sup.poll(sup.runners[0])
+    (event,) = rec.events
+    assert event.attributes == {"operator": "op 4111 11** **** 1111", "volts": 12.0}
+    assert event.reason == "said 4111 11** **** 1111"
+    await sup.runners[0].driver.close()
