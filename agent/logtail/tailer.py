@@ -145,6 +145,9 @@ class LogTail:
         follower = self.follower
         assert follower is not None
         while (chunk := follower.read()) is not None:
+            if follower.dirty:  # a new start (first open, new file): stored before any line
+                follower.dirty = False
+                await self._store_position(follower.position_at(chunk.start).encode(), stop)
             if not await self.process(chunk, stop):
                 return False
             await self._save_position(stop)
@@ -224,17 +227,21 @@ class LogTail:
             )
 
     async def _save_position(self, stop: asyncio.Event) -> None:
+        """Store the position after everything processed, if it moved."""
         follower = self.follower
         assert follower is not None
         if not (self._unsaved or follower.dirty) or follower.fd is None:
             return
-        position = follower.position().encode()
         follower.dirty = False
         self._unsaved = False
+        await self._store_position(follower.position().encode(), stop)
+
+    async def _store_position(self, position: str, stop: asyncio.Event) -> None:
         if position == self._saved:
             return
         await self._store_call(lambda: self.store.save_checkpoint({self.key: position}), stop)
-        self._saved = position
+        if not stop.is_set():
+            self._saved = position
 
     async def _store_call(
         self, call: Callable[[], Awaitable[_T]], stop: asyncio.Event
