@@ -47,6 +47,9 @@ _POSTS: Final = ("/v1/txn", "/v1/txn/resolution")
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The standard library's 5 makes the kernel drop or reset connections when
+    # several tills (or threads of one POS app) connect at the same moment.
+    request_queue_size = 128
     agent: Agent
     loop: asyncio.AbstractEventLoop
 
