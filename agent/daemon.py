@@ -29,6 +29,7 @@ from . import __version__
 from .config import AgentSettings
 from .devices.supervisor import DeviceSupervisor
 from .host import sample_from
+from .logtail.runner import LogTails
 from .pan_guard import GUARD
 from .payments import Payments
 from .probes.scheduler import ProbeScheduler
@@ -89,6 +90,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.probes: ProbeScheduler | None = None
         self.devices: DeviceSupervisor | None = None
+        self.logtails: LogTails | None = None
         self.payments = Payments(settings.payments, self.spool_call, after_write=self.after_append)
         self.info: AgentInfo | None = None
         self._spool_failing = False
@@ -218,6 +220,9 @@ class Agent:
         if self.settings.devices:
             self.devices = DeviceSupervisor(self.settings.devices, self.record)
             tasks.append(asyncio.create_task(self.devices.run(self.stop_event), name="devices"))
+        if self.settings.logfiles:
+            self.logtails = LogTails(self.settings.logfiles, self.payments, self.spool_call)
+            tasks.append(asyncio.create_task(self.logtails.run(self.stop_event), name="logtails"))
         if self.settings.synthetic.rate_per_s > 0:
             synthetic = SyntheticTxns(self.settings.synthetic.rate_per_s)
             tasks.append(asyncio.create_task(synthetic.run(self.record, self.stop_event)))
@@ -321,6 +326,7 @@ class Agent:
             "sources": {name: h.to_json() for name, h in sorted(self.sources.items())},
             "probes": [] if self.probes is None else self.probes.status_json(),
             "devices": [] if self.devices is None else self.devices.status_json(),
+            "logtails": [] if self.logtails is None else self.logtails.status_json(),
             "payments": self.payments.status_json(),
             "pan_guard": GUARD.counts(),
         }
