@@ -157,6 +157,9 @@ def main() -> int:
     print("|---|---|---|")
     for s, c in zip(samplers, cpu, strict=True):
         print(f"| {s.name} | {c:.3f} % | {statistics.median(s.rss) / 2**20:.1f} MiB |")
+    if len(by_device) != len(devices):
+        print(f"INVALID RUN: device_status from {sorted(by_device)} only; see the agents' logs")
+        return 1
     added = cpu[1] - cpu[0]
     verdict = "PASS" if added <= 0.05 else "MISS"
     print(f"\nDevices add {added:.3f} % of a core (target ≤ 0.05 %): {verdict}.")
