@@ -72,6 +72,9 @@ ALL_KEYS = {
         *("mode", "usb_id", "usb_sysfs", "liveness", "poll_message", "poll_response"),
         *("lrc_init", "lrc_includes_stx", "retries"),
     },
+    # [[logfile]] tables and their [[logfile.rule]] tables (commented out in the example)
+    "logfile": {"path", "encoding", "poll_s", "start_at"},
+    "logfile.rule": {"pattern", "set", "outcome_map", "time_format", "timezone"},
 }
 
 DELETE = object()
@@ -255,7 +258,7 @@ def test_deploy_example_loads_and_lists_every_key(tmp_path: Path) -> None:
     for line in text.splitlines():
         if m := re.fullmatch(r"\[(\w+)\]", line):
             section = m[1]
-        elif m := re.fullmatch(r"# \[\[(probe|device)\]\]", line):
+        elif m := re.fullmatch(r"# \[\[(probe|device|logfile|logfile\.rule)\]\]\s*(#.*)?", line):
             section = m[1]
             present.setdefault(section, set())
         elif m := re.match(r"# (\w+) = ", line):
@@ -625,7 +628,10 @@ VALUES = st.recursive(
 )
 KEYS = [
     *sorted(
-        f"{s}.{k}" for s, keys in ALL_KEYS.items() if s not in ("probe", "device") for k in keys
+        f"{s}.{k}"
+        for s, keys in ALL_KEYS.items()
+        if s not in ("probe", "device", "logfile", "logfile.rule")
+        for k in keys
     ),
     "uplink.typo",
 ]  # [[probe]] items have their own test in tests/agent/probes/test_settings.py

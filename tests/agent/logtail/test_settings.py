@@ -165,3 +165,16 @@ def test_mistakes_name_the_key(tmp_path: Path, body: str, key: str, reason: str)
     err = error(tmp_path, body)
     assert err.key == key, str(err)
     assert reason in err.reason, str(err)
+
+
+def test_the_deploy_example_loads_when_uncommented(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[3] / "deploy" / "agent.toml").read_text()
+    block = text[text.index("\n# [[logfile]]\n") :]
+    uncommented = "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines())
+    (spec,) = load(tmp_path, "\n" + uncommented)
+    assert spec.path == Path("/var/log/pos/payments.log")
+    start, end = spec.rules
+    fields = start.pattern.search("2026-11-21T10:00:00Z START txn=A1 amount=1250 EUR")
+    assert fields is not None and fields["amount_minor"] == "1250"
+    assert end.pattern.search("21.11.2026 10:00:02 END txn=A1 DECLINED rc=05") is not None
+    assert end.time_format == "%d.%m.%Y %H:%M:%S"
