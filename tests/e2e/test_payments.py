@@ -101,9 +101,10 @@ def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def lone_agent(tmp_path: Path) -> Iterator[tuple[AgentProc, Path]]:
-    """An agent whose collector is unreachable: whatever it stores stays in its spool."""
+    """An agent whose collector is unreachable: whatever it stores stays in its spool.
+    Its timeout (3 s) is short for tests, and long enough for a few posts in a row."""
     config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", "token",
-                          payments={"timeout_s": 1})  # fmt: skip
+                          payments={"timeout_s": 3})  # fmt: skip
     agent = start_agent(config)
     yield agent, tmp_path / "spool.db"
     agent.stop()
@@ -234,7 +235,7 @@ def test_a_202_means_the_report_is_already_in_the_spool(
     assert client.post("/v1/txn", both) == (202, {"result": "ended"})
     txn = stored(spool)["txns"][-1]
     assert (txn["txn_id"], txn["technical"], txn["latency_ms"]) == ("T-2", True, 30_000.0)
-    # a start with no end: a timeout in doubt (timeout_s = 1), then resolved
+    # a start with no end: a timeout in doubt (timeout_s = 3), then resolved
     assert client.post("/v1/txn", {"txn_id": "T-3", "acquirer": "acq-a"})[0] == 202
     wait_for(lambda: any(t["txn_id"] == "T-3" for t in stored(spool)["txns"]),
              what="the timeout of T-3", proc=agent.proc, log=agent.log)  # fmt: skip
