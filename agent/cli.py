@@ -318,6 +318,13 @@ def _render_status(status: dict[str, Any]) -> str:
             f"device    {device['name']} ({device['kind']}, {device['port']}): "
             f"{device['state']}{flags}{reason}"
         )
+    for tail in status.get("logtails", []):
+        reading = "" if tail["reading"] in (None, tail["path"]) else f" (reading {tail['reading']})"
+        lines.append(
+            f"logfile   {tail['path']}: {tail['state']}{reading} at byte {tail['offset']}; "
+            f"{tail['lines']} lines, {tail['matched']} matched, {tail['unmatched']} unmatched, "
+            f"{tail['rejected']} refused, {tail['undecodable_bytes']} undecodable bytes"
+        )
     if "payments" in status:
         lines += _payment_lines(status["payments"])
     if "pan_guard" in status:

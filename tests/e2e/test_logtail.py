@@ -184,7 +184,9 @@ def test_rotations_both_ways_and_sigkill_mid_file_lose_and_repeat_no_line(
         truth: dict[str, dict[str, Any]] = json.loads(writer.do("truth"))
         wait_for(lambda: spool_state(spool)["depth"] == 0, what="spool drained",
                  proc=agent.proc, log=agent.log)  # fmt: skip
-        status = json.loads(agent_status_text(config))
+        size = log.stat().st_size
+        status = json.loads(agent_status_text(config, "--json"))
+        text = agent_status_text(config)
     finally:
         writer.stop()
         if agent is not None:
@@ -214,12 +216,15 @@ def test_rotations_both_ways_and_sigkill_mid_file_lose_and_repeat_no_line(
         assert txn["in_doubt"] is (line["outcome"] == "timeout")
     # No payment left open: no start line was lost without its end being lost too.
     assert status["payments"]["open"] == 0
-    assert status["logtails"][0]["undecodable_bytes"] > 0  # the writer's Latin-1 glitches
+    (tail,) = status["logtails"]
+    assert tail["undecodable_bytes"] > 0  # the writer's Latin-1 glitches
+    assert (tail["state"], tail["reading"], tail["offset"]) == ("following", str(log), size)
+    assert f"logfile   {log}: following at byte {size}; {tail['lines']} lines, " in text
 
 
-def agent_status_text(config: Path) -> str:
+def agent_status_text(config: Path, *flags: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "status", "--config", str(config), "--json"],
+        [sys.executable, "-m", "agent", "status", "--config", str(config), *flags],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     return done.stdout
@@ -275,7 +280,7 @@ def test_card_numbers_in_log_lines_reach_no_file_and_no_log(
                  proc=agent.proc, log=agent.log, timeout=300)  # fmt: skip
         wait_for(lambda: txns_in(collector.db_path) == ended, what="every payment in the collector",
                  proc=agent.proc, log=agent.log, timeout=120)  # fmt: skip
-        status = json.loads(agent_status_text(config))
+        status = json.loads(agent_status_text(config, "--json"))
     finally:
         assert agent.stop() == 0
     (tail,) = status["logtails"]
