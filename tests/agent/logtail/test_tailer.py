@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -371,3 +372,32 @@ async def test_rotations_and_crashes_neither_lose_nor_repeat_a_line(
             scenario.tail.close()
     scenario.store.assert_each_once(scenario.expected)
     assert scenario.crashes > 0
+
+
+async def test_an_unexpected_error_restarts_from_the_stored_position(
+    tmp_path: Path, log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tailer_module, "RESTART_S", 0.01)
+    log.write_text(start_line(1) + end_line(1) + start_line(2) + end_line(2))
+
+    class Flaky(FakeStore):
+        async def submit(self, data: Any, *, source: str, checkpoint: Any) -> str:
+            if self.calls == 2 and not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("a bug")
+            return await super().submit(data, source=source, checkpoint=checkpoint)
+
+    store = Flaky()
+    tail = LogTail(load_spec(tmp_path, log, start_at="beginning", poll_s=0.01), store, PanGuard())
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(tail.run(stop))
+        for _ in range(1000):
+            await asyncio.sleep(0.01)
+            if len(store.submitted) == 4:
+                break
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    store.assert_each_once([f"T0000{i}:{p}" for i in (1, 2) for p in ("start", "end")])
+    (failed,) = [e for e in logs if e["event"] == "logtail_failed"]
+    assert failed["error"] == "RuntimeError: a bug"
