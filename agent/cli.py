@@ -224,11 +224,16 @@ def _status(args: argparse.Namespace) -> int:
             "error": problem,
             "spool": _spool_offline(settings),
         }
+        payments = _payments_offline(settings)
+        if payments is not None:
+            offline["payments"] = payments
         if args.json:
             print(json.dumps(offline, indent=2))
         else:
             print(f"posmon-agent is not answering: {problem}")
             print(_spool_line(offline["spool"]))
+            if payments is not None:
+                print("\n".join(_payment_lines(payments)))
         return 1
     status["running"] = True
     if args.json:
@@ -253,6 +258,29 @@ def _spool_offline(settings: AgentSettings) -> dict[str, Any]:
     except (SpoolError, sqlite3.Error) as err:
         return {"path": str(path), "depth": None, "note": f"unreadable: {err}"}
     return {"path": str(path), "depth": depth, "quarantined": quarantined}
+
+
+def _payments_offline(settings: AgentSettings) -> dict[str, Any] | None:
+    """Payment counts and payments in doubt, read from the spool file itself."""
+    if not settings.spool.path.exists():
+        return None
+    from .payments.intake import offline_status
+
+    try:
+        db = open_readonly(settings.spool.path)
+        try:
+            bodies = [
+                bytes(body)
+                for (body,) in db.execute("SELECT body FROM payments WHERE state = 'in_doubt'")
+            ]
+            counts = dict(
+                db.execute("SELECT key, value FROM meta WHERE key LIKE 'payments.count.%'")
+            )
+        finally:
+            db.close()
+    except (SpoolError, sqlite3.Error):
+        return None  # an older spool without a payment book, or unreadable
+    return offline_status(bodies, counts)
 
 
 def _spool_line(spool: dict[str, Any]) -> str:
@@ -341,10 +369,11 @@ def _payment_lines(payments: dict[str, Any]) -> list[str]:
     by_outcome = ", ".join(
         f"{name} {counts[name]}" for name in ("approved", "declined", "timeout", "error")
     )
+    running = "open" in payments  # the agent answered (offline: read from the spool file)
     lines = [
         f"payments  {by_outcome}; late ends {counts['late']}, resolved {counts['resolved']}, "
-        f"technical {counts['technical']}; {payments['open']} open "
-        f"(timeout {payments['timeout_s']:g} s)"
+        f"technical {counts['technical']}"
+        + (f"; {payments['open']} open (timeout {payments['timeout_s']:g} s)" if running else "")
     ]
     if payments.get("spool_error"):
         lines.append(f"payments  NOT STORED: {payments['spool_error']}")

@@ -377,6 +377,23 @@ def _change_from_row(row: PaymentRow) -> Change:
     return Change(payment.txn_id, "loaded", None, payment)
 
 
+def offline_status(bodies: Sequence[bytes], counts: Mapping[str, str]) -> dict[str, Any]:
+    """What :meth:`Payments.status_json` says of counts and payments in doubt, from
+    the spool file of an agent that is not running: the ``body`` of its
+    ``payments`` rows in doubt and its ``meta`` counters."""
+    doubts = sorted(
+        (Payment.from_json(orjson.loads(body)) for body in bodies),
+        key=lambda p: (p.received_at, p.txn_id),
+    )
+    numbers = {k.removeprefix(COUNT_PREFIX): int(v) for k, v in counts.items()}
+    names = ("approved", "declined", "timeout", "error", "late", "resolved", "technical")
+    return {
+        "counts": {name: numbers.get(name, 0) for name in names},
+        "in_doubt_total": len(doubts),
+        "in_doubt": [_doubt_json(p) for p in doubts[:STATUS_IN_DOUBT_MAX]],
+    }
+
+
 def _doubt_json(payment: Payment) -> dict[str, Any]:
     v = payment.values
     return {

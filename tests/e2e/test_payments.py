@@ -279,6 +279,18 @@ def test_status_shows_counts_by_outcome_and_the_payments_in_doubt(
     assert "payments  approved 2, declined 1, timeout 1, error 1;" in text
     assert "in doubt  1 payment:" in text
     assert "POS-0042  started 2026-11-21T09:30:00.000000Z  acq-a  12.50 EUR  (timeout)" in text
+    # With the agent stopped, status still reads them from the spool file.
+    assert agent.stop() == 0
+    done = agent_cli("status", "--config", str(agent.config), "--json")
+    assert done.returncode == 1
+    offline = json.loads(done.stdout)
+    assert offline["running"] is False
+    assert offline["payments"]["counts"] == payments["counts"]
+    assert offline["payments"]["in_doubt"] == payments["in_doubt"]
+    text = agent_cli("status", "--config", str(agent.config)).stdout
+    assert "posmon-agent is not answering" in text
+    assert "payments  approved 2, declined 1, timeout 1, error 1;" in text
+    assert "POS-0042  started 2026-11-21T09:30:00.000000Z  acq-a  12.50 EUR  (timeout)" in text
 
 
 def test_a_non_loopback_api_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
