@@ -25,8 +25,9 @@ the rules that turn their lines into payment reports.
 A pattern is searched anywhere in the line (``re.search``; anchor it with
 ``^``), after the PAN guard has masked the line. A rule's named groups are
 payment fields (:data:`FIELDS`); a group that did not take part, or matched
-nothing, is left out; ``set`` adds constant fields. Every regex is compiled when the config loads, so a mistake
-is a :class:`~agent.configkit.ConfigError` naming ``logfile[0].rule[1].pattern``.
+nothing, is left out; ``set`` adds constant fields. Every regex is compiled
+when the config loads, so a mistake is a :class:`~agent.configkit.ConfigError`
+naming ``logfile[0].rule[1].pattern``.
 A group or a ``set`` key that would hold card data (pan, track, cvv, pin) is
 refused: the agent never records a card number.
 """
