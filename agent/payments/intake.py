@@ -308,41 +308,56 @@ class Payments:
         for change in stored:
             for key, n in change.counts.items():
                 bump[key] = bump.get(key, 0) + n
-        rows: dict[str, PaymentRow | None] = {}
-        for change in stored:
-            rows[change.txn_id] = None if change.after is None else _row(change.after)
-        if events or rows or meta:
-            puts = [r for r in rows.values() if r is not None]
-            forget = [t for t, r in rows.items() if r is None]
-            prefixed = {COUNT_PREFIX + k: n for k, n in bump.items()}
-            try:
-                await self._spool_call(
-                    lambda s: s.append_with(
-                        events, meta=meta, bump=prefixed, payments=puts, forget=forget
-                    )
-                )
-            except SpoolError as err:
-                for change in reversed(applied):
-                    self.book.undo(change)
+        try:
+            if events or stored or meta:
+                await self._store(stored, events, bump, meta)
+        except Exception as err:
+            # Not stored: take the changes back; the callers hear why.
+            for change in reversed(applied):
+                self.book.undo(change)
+            if isinstance(err, SpoolError):
                 if not self._spool.failing:
                     log.error("payments_write_failed", error=str(err))
                 self._spool = _Failing(True, str(err))
-                failure = PaymentError(None, f"the spool cannot store it now: {err}", status=503)
-                for job, _ in taken:
-                    _fail(job, failure)
-                return
-            if self._spool.failing:
-                log.info("payments_write_recovered")
-                self._spool = _Failing()
-            for key, n in bump.items():
-                self._counts[key] = self._counts.get(key, 0) + n
+                err = PaymentError(None, f"the spool cannot store it now: {err}", status=503)
+            else:
+                log.error("payments_write_failed", error=repr(err))
+            for job, _ in taken:
+                _fail(job, err)
+            return
+        if self._spool.failing:
+            log.info("payments_write_recovered")
+            self._spool = _Failing()
+        for key, n in bump.items():
+            self._counts[key] = self._counts.get(key, 0) + n
         for job, changes in taken:
             if not job.future.done():
                 job.future.set_result(changes)
         if any(c.after is not None and c.after.state == "open" for c in stored):
             self._wake.set()
         if events and self._after_write is not None:
-            await self._after_write(events)
+            try:
+                await self._after_write(events)
+            except Exception as err:  # the payments are stored; only the follow-up failed
+                log.error("payments_after_write_failed", error=repr(err))
+
+    async def _store(
+        self,
+        stored: Sequence[Change],
+        events: Sequence[Event],
+        bump: Mapping[str, int],
+        meta: Mapping[str, str],
+    ) -> None:
+        """One transaction: the events, each payment's last row, counters, checkpoints."""
+        rows: dict[str, PaymentRow | None] = {}
+        for change in stored:
+            rows[change.txn_id] = None if change.after is None else _row(change.after)
+        puts = [r for r in rows.values() if r is not None]
+        forget = [t for t, r in rows.items() if r is None]
+        prefixed = {COUNT_PREFIX + k: n for k, n in bump.items()}
+        await self._spool_call(
+            lambda s: s.append_with(events, meta=meta, bump=prefixed, payments=puts, forget=forget)
+        )
 
 
 def _submit(sub: Submission) -> Compute:

@@ -32,6 +32,8 @@ class Env:
     spool: Spool
     executor: ThreadPoolExecutor
     fail_writes: bool = False
+    #: raised instead of writing (a bug, not a full disk)
+    fail_with: Exception | None = None
     writes: int = 0
     written: list[Event] = field(default_factory=list)
 
@@ -42,6 +44,8 @@ class Env:
                 raise SpoolError(f"{self.path}: append failed: database or disk is full")
 
             fn = failing
+        if self.fail_with is not None:
+            raise self.fail_with
         self.writes += 1
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, self.spool)
 
@@ -251,3 +255,15 @@ async def test_old_ended_payments_are_forgotten_by_the_timer(env: Env) -> None:
     await timer
     assert env.rows("SELECT count(*) FROM payments") == [(0,)]
     assert payments.book.get("old") is None
+
+
+async def test_an_unexpected_failure_takes_the_batch_back_and_is_told(
+    env: Env, payments: Payments
+) -> None:
+    env.fail_with = RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await payments.submit({"txn_id": "t1"}, source="api")
+    assert payments.book.get("t1") is None and payments.status_json()["open"] == 0
+    env.fail_with = None
+    assert await payments.submit({"txn_id": "t1"}, source="api") == "started"
+    assert env.rows("SELECT txn_id, state FROM payments") == [("t1", "open")]
