@@ -358,8 +358,8 @@ def _render_status(status: dict[str, Any]) -> str:
     if "pan_guard" in status:
         guard = status["pan_guard"]
         lines.append(
-            f"pan guard {guard['masked_total']} card numbers or track data masked, "
-            f"{guard['refused_total']} reports refused for card data fields"
+            f"pan guard masked {guard['masked_total']} (card numbers, track data), refused "
+            f"{guard['refused_total']} reports with card data fields"
         )
     return "\n".join(lines)
 
