@@ -158,7 +158,12 @@ def start_pinned_agent(config: Path) -> tuple[subprocess.Popen[bytes], Path]:
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=pin(AGENT_CPU),
         )  # fmt: skip
-    wait_for(lambda: b"agent_started" in log.read_bytes(), what="agent_started", proc=proc)
+    try:
+        wait_for(lambda: b"agent_started" in log.read_bytes(), what="agent_started", proc=proc)
+    except BaseException:
+        proc.kill()  # never leave an agent behind
+        proc.wait(timeout=10)
+        raise
     return proc, log
 
 
