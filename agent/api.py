@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .pan_guard import GUARD
 from .payments import PaymentError
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
             future.cancel()
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, None, "agent busy; try again")
         except Exception as err:  # a bug: answer it rather than drop the connection
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, None, f"internal error: {err!r}")
+            text = GUARD.scrub(f"internal error: {type(err).__name__}: {err}")[0]
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, None, text[:512])
         return None
 
     def _error(
