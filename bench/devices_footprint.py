@@ -32,11 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sampling import Sampler  # noqa: E402
 from tests.e2e.agents import collector_rows, start_agent, write_config  # noqa: E402
 from tests.helpers import create_token, start_collector  # noqa: E402
 
@@ -54,25 +53,6 @@ DEVICES = [
     ("modem", {"kind": "at_modem"}),
     ("pinpad", {"kind": "ecr_pinpad", "mode": "link", "liveness": "enq"}),
 ]
-
-
-class Sampler:
-    def __init__(self, name: str, pid: int) -> None:
-        self.name = name
-        self.proc = psutil.Process(pid)
-        self.rss: list[int] = []
-        self.cpu0 = self._cpu()
-        self.t0 = time.monotonic()
-
-    def _cpu(self) -> float:
-        times = self.proc.cpu_times()
-        return float(times.user + times.system)
-
-    def sample(self) -> None:
-        self.rss.append(self.proc.memory_info().rss)
-
-    def cpu_pct(self) -> float:
-        return (self._cpu() - self.cpu0) / (time.monotonic() - self.t0) * 100
 
 
 def start_simulator(kind: str, link: Path) -> subprocess.Popen[str]:
@@ -130,7 +110,9 @@ def main() -> int:
                 for s in samplers:
                     s.sample()
                 time.sleep(1)
-            cpu = [s.cpu_pct() for s in samplers]
+            for s in samplers:
+                s.finish()
+            cpu = [s.cpu_pct for s in samplers]
             for agent in agents:
                 agent.stop()
             agents = []

@@ -203,3 +203,19 @@ def assert_conserved(
         db.close()
     assert total == distinct
     return agent_id, rows
+
+
+def drain(config: Path, spool: Path) -> None:
+    """Run an agent without load until its spool is empty, then stop it cleanly."""
+    agent = start_agent(config, name="drain")
+    try:
+        wait_for(lambda: spool_state(spool)["depth"] == 0, what="spool drained",
+                 proc=agent.proc, log=agent.log)  # fmt: skip
+    finally:
+        assert agent.stop() == 0
+    # The clean stop recorded a last event and flushed it; if the flush lost a
+    # race with the deadline, one more start/stop sends it.
+    if spool_state(spool)["depth"]:
+        agent = start_agent(config, name="drain2")
+        wait_for(lambda: spool_state(spool)["depth"] <= 1, what="second drain", proc=agent.proc)
+        agent.stop()

@@ -17,6 +17,7 @@ import psutil
 from tests.e2e.agents import (
     assert_conserved,
     collector_rows,
+    drain,
     spool_state,
     start_agent,
     wait_for,
@@ -31,22 +32,6 @@ def restart_collector(old: CollectorProc, db: Path) -> CollectorProc:
     """The same port again, so the agent's configured URL stays right."""
     port = old.url.rsplit(":", 1)[1]
     return start_collector(db, extra_args=("--listen", f"127.0.0.1:{port}"))
-
-
-def drain(config: Path, spool: Path) -> None:
-    """Run an agent without load until its spool is empty, then stop it cleanly."""
-    agent = start_agent(config, name="drain")
-    try:
-        wait_for(lambda: spool_state(spool)["depth"] == 0, what="spool drained",
-                 proc=agent.proc, log=agent.log)  # fmt: skip
-    finally:
-        assert agent.stop() == 0
-    # The clean stop recorded a last event and flushed it; if the flush lost a
-    # race with the deadline, one more start/stop sends it.
-    if spool_state(spool)["depth"]:
-        agent = start_agent(config, name="drain2")
-        wait_for(lambda: spool_state(spool)["depth"] <= 1, what="second drain", proc=agent.proc)
-        agent.stop()
 
 
 def bodies(rows: list[tuple[str, int, str, str]], kind: str) -> list[dict[str, Any]]:

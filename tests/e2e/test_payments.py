@@ -25,6 +25,7 @@ from tests.e2e.agents import (
     AgentProc,
     assert_conserved,
     collector_rows,
+    drain,
     spool_state,
     start_agent,
     wait_for,
@@ -307,19 +308,6 @@ def test_a_non_loopback_api_is_refused_before_anything_is_stored(tmp_path: Path)
 # -- a POS application's day ---------------------------------------------------
 
 TIMEOUT_S = 2.0
-
-
-def drain(config: Path, spool: Path) -> None:
-    agent = start_agent(config, name="drain")
-    try:
-        wait_for(lambda: spool_state(spool)["depth"] == 0, what="spool drained",
-                 proc=agent.proc, log=agent.log)  # fmt: skip
-    finally:
-        assert agent.stop() == 0
-    if spool_state(spool)["depth"]:  # the stop event lost the race with the flush
-        agent = start_agent(config, name="drain2")
-        wait_for(lambda: spool_state(spool)["depth"] <= 1, what="second drain", proc=agent.proc)
-        agent.stop()
 
 
 def test_a_pos_day_with_an_agent_sigkill_gives_exactly_the_expected_events(
