@@ -95,7 +95,11 @@ class SerialLink:
         if port is None:
             return
         try:
-            data = port.read(max(port.in_waiting, 1))
+            # The fd is non-blocking and known readable: one read(2), not
+            # pyserial's ioctl + select + read for every chunk.
+            data = os.read(port.fileno(), 4096)
+        except BlockingIOError:
+            return
         except (serial.SerialException, OSError) as err:
             self._lost = f"{self.path} went away: {err}"
             with contextlib.suppress(Exception):
