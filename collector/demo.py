@@ -1,8 +1,10 @@
 """``make demo``: a collector and one agent on this machine, events arriving live.
 
 Starts a collector on SQLite in a temporary directory, creates a token,
-starts one agent (host samples every 2 s, the default network probes every
-second in 5-second windows, and a small synthetic payment load), and prints
+starts a receipt-printer simulator on a pty and one agent (host samples every
+2 s, the default network probes every second in 5-second windows, the
+printer polled every second while the demo runs it out of paper and back,
+and a small synthetic payment load), and prints
 a line a second with what the collector has stored, until Ctrl-C (or
 ``--seconds N``). Then it stops both and removes the directory.
 """
@@ -48,7 +50,18 @@ rate_per_s = 3.0
 # the default probes (link, default gateway, collector), faster than in production
 interval_s = 1.0
 window_s = 5.0
+
+[[device]]
+# a receipt printer: the printer simulator on a pty (posmon-agent simulate printer)
+name = "receipt"
+kind = "escpos_printer"
+port = "{printer}"
+interval_s = 1.0
 """
+
+#: What the demo does to the printer, one step every FAULT_EVERY_S seconds.
+FAULTS = ("paper_near_end", "paper_end", "ok")
+FAULT_EVERY_S = 5
 
 
 def _wait_for_line(
@@ -80,6 +93,25 @@ def _counts(db_path: Path) -> dict[str, int]:
         return {}
 
 
+def _printer_state(db_path: Path) -> str | None:
+    """The last device_status the collector stored, in words."""
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2)
+        try:
+            row = db.execute(
+                "SELECT body FROM events WHERE kind = 'device_status' ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return None
+    body = json.loads(row[0])
+    reason = f" — {body['reason']}" if body.get("reason") else ""
+    return f"{body['state']}{reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
@@ -107,7 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             token = out.stdout.strip().splitlines()[-1]
             (work / "agent.token").write_text(token + "\n")
-            (work / "agent.toml").write_text(AGENT_TOML.format(url=url))
+            printer_link = work / "printer"
+            printer = subprocess.Popen(
+                [py, "-m", "agent", "simulate", "printer", "--link", str(printer_link)],
+                stdin=subprocess.PIPE, stdout=(work / "printer.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs.append(printer)
+            deadline = time.monotonic() + 30
+            while not printer_link.exists():
+                if printer.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"demo: the printer simulator did not start; see {work}")
+                time.sleep(0.05)
+            print(f"printer    simulated at {printer_link}")
+            (work / "agent.toml").write_text(AGENT_TOML.format(url=url, printer=printer_link))
             print("token      created for terminal T-DEMO-01 in store S-DEMO")
             alog = (work / "agent.log").open("wb")
             agent = subprocess.Popen(
@@ -117,14 +162,25 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(agent)
             _wait_for_line(work / "agent.log", "agent_started", agent, 30)
             print("agent      running (host samples every 2 s, 3 synthetic payments/s,")
-            print("           default probes every 1 s in 5 s windows)")
+            print("           default probes every 1 s in 5 s windows, the printer every 1 s;")
+            print(f"           the printer goes {' → '.join(FAULTS)} every {FAULT_EVERY_S} s)")
             print("           Ctrl-C stops the demo and removes", tmp)
             print()
             last = 0
             start = time.monotonic()
+            step = 0
+            shown: str | None = None
             while not args.seconds or time.monotonic() - start < args.seconds:
                 time.sleep(1)
-                for proc, name in ((collector, "collector"), (agent, "agent")):
+                if time.monotonic() - start >= (step + 1) * FAULT_EVERY_S and printer.stdin:
+                    printer.stdin.write(FAULTS[step % len(FAULTS)].encode() + b"\n")
+                    printer.stdin.flush()
+                    step += 1
+                for proc, name in (
+                    (collector, "collector"),
+                    (agent, "agent"),
+                    (printer, "printer"),
+                ):
                     if proc.poll() is not None:
                         print(f"demo: the {name} exited ({proc.returncode}); see its log above")
                         return 1
@@ -136,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{stamp}  stored {total:6d} events (+{total - last:<4d})  {kinds}", flush=True
                 )
                 last = total
+                state = _printer_state(db)
+                if state is not None and state != shown:
+                    print(f"          printer is {state}", flush=True)
+                    shown = state
         except KeyboardInterrupt:
             print()
         finally:

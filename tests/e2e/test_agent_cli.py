@@ -116,5 +116,6 @@ def test_the_demo_shows_events_arriving_and_cleans_up() -> None:
     counts = [int(m) for m in re.findall(r"stored\s+(\d+) events", done.stdout)]
     assert len(counts) >= 4 and counts[-1] > counts[0] >= 0
     assert "txn" in done.stdout and "host_sample" in done.stdout
+    assert "device_status" in done.stdout and "printer is ok" in done.stdout
     workdir = re.search(r"cleaned up (\S+)", done.stdout)
     assert workdir is not None and not Path(workdir.group(1)).exists()
