@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,6 +50,7 @@ from agent.devices.base import (
 )
 from agent.devices.serial_link import SerialLink
 from agent.sim.modem import ModemSimulator
+from tests.agent.devices.simproc import simulate
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES: dict[str, list[dict[str, Any]]] = tomllib.loads(
@@ -706,56 +705,23 @@ async def test_a_modem_held_by_another_program_is_busy(
 
 async def test_through_posmon_agent_simulate(tmp_path: Path) -> None:
     link = tmp_path / "ttyMODEM"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "simulate",
-        "modem",
-        "--link",
-        str(link),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stdout = proc.stdout
-
-    async def line() -> str:
-        async with asyncio.timeout(20):
-            return (await stdout.readline()).decode()
-
-    async def command(text: str) -> str:
-        assert proc.stdin is not None
-        proc.stdin.write(text.encode() + b"\n")
-        await proc.stdin.drain()
-        return await line()
-
-    driver = ModemDriver(DeviceSpec("modem", "at_modem", str(link), 115200, timeout_s=2.0))
-    try:
-        assert (await line()).startswith(f"modem simulator: {link} -> /dev/pts/")
-        assert "signal DBM" in await line()
-        assert (await driver.poll()).state == "ok"
-        assert await command("no_sim") == "ok SIM absent\n"
-        assert (await driver.poll()).flags == ("no_sim",)
-        assert await command("signal -104") == "ok signal -103 dBm (rssi 5)\n"
-        assert (await driver.poll()).flags == ("no_sim", "weak_signal")
-        assert (await command("explode")).startswith("error unknown command explode")
-        assert await command("unplug") == "ok unplugged\n"
-        with pytest.raises(DeviceGone):
-            await driver.poll()
-        assert (await command("replug")).startswith("ok plugged in at")
-        assert await command("ok") == "ok all faults cleared\n"
-        assert (await driver.poll()).state == "ok"
-    finally:
-        await driver.close()
-        proc.stdin.close()  # end of input: the simulator unplugs and exits
+    async with simulate("modem", link) as sim:
+        assert "signal DBM" in sim.help
+        driver = ModemDriver(DeviceSpec("modem", "at_modem", str(link), 115200, timeout_s=2.0))
         try:
-            async with asyncio.timeout(20):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0 and not link.exists()
+            assert (await driver.poll()).state == "ok"
+            assert await sim.say("no_sim") == "ok SIM absent"
+            assert (await driver.poll()).flags == ("no_sim",)
+            assert await sim.say("signal -104") == "ok signal -103 dBm (rssi 5)"
+            assert (await driver.poll()).flags == ("no_sim", "weak_signal")
+            assert (await sim.say("explode")).startswith("error unknown command explode")
+            assert await sim.say("unplug") == "ok unplugged"
+            with pytest.raises(DeviceGone):
+                await driver.poll()
+            assert (await sim.say("replug")).startswith("ok plugged in at")
+            assert await sim.say("ok") == "ok all faults cleared"
+            assert (await driver.poll()).state == "ok"
+        finally:
+            await driver.close()
+        assert await sim.end_input() == 0  # end of input: it unplugs and exits
+    assert not link.exists()

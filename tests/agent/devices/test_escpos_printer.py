@@ -4,9 +4,7 @@ against the printer simulator (in process and through ``python -m agent simulate
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from agent.devices.escpos_printer import (
     status_request,
 )
 from agent.sim.printer import PrinterSimulator
+from tests.agent.devices.simproc import simulate
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -334,60 +333,20 @@ async def test_a_stale_reply_is_discarded_before_the_query(
 # -- the driver against `python -m agent simulate printer` ---------------------
 
 
-class SimProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, link: Path) -> None:
-        self.proc = proc
-        self.link = link
-
-    async def command(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-        answer = (await asyncio.wait_for(self.proc.stdout.readline(), 10)).decode().strip()
-        assert answer.startswith("ok "), answer
-        return answer
-
-
-@pytest.fixture
-async def sim_process(tmp_path: Path) -> AsyncIterator[SimProcess]:
-    link = tmp_path / "ttyPRINTER"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "simulate",
-        "printer",
-        "--link",
-        str(link),
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        banner = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert banner.startswith(f"printer simulator: {link} -> /dev/pts/"), banner
-        commands = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
-        assert "paper_end" in commands and "unplug" in commands
-        yield SimProcess(proc, link)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
-async def test_driver_through_the_simulate_command(sim_process: SimProcess) -> None:
-    driver = EscposPrinterDriver(_spec(sim_process.link))
-    try:
-        _check(await driver.poll(), "ok")
-        for fault in EXPECTED:
-            await sim_process.command(fault)
-            _check(await driver.poll(), fault)
-            await sim_process.command("ok")
-        await sim_process.command("unplug")
-        with pytest.raises(DeviceGone):
-            await driver.poll()
-        await sim_process.command("replug")
-        _check(await driver.poll(), "ok")
-    finally:
-        await driver.close()
+async def test_driver_through_the_simulate_command(tmp_path: Path) -> None:
+    async with simulate("printer", tmp_path / "ttyPRINTER") as sim:
+        assert "paper_end" in sim.help and "unplug" in sim.help
+        driver = EscposPrinterDriver(_spec(sim.link))
+        try:
+            _check(await driver.poll(), "ok")
+            for fault in EXPECTED:
+                assert (await sim.say(fault)).startswith("ok ")
+                _check(await driver.poll(), fault)
+                assert (await sim.say("ok")).startswith("ok ")
+            assert await sim.say("unplug") == "ok unplugged"
+            with pytest.raises(DeviceGone):
+                await driver.poll()
+            assert (await sim.say("replug")).startswith("ok plugged in at")
+            _check(await driver.poll(), "ok")
+        finally:
+            await driver.close()

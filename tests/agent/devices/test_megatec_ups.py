@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from agent.devices.megatec_ups import (
     regulation,
 )
 from agent.sim.ups import BITS, UpsSimulator, UpsState
-from tests.helpers import ROOT
+from tests.agent.devices.simproc import simulate
 
 SPEC_Q1 = b"(208.4 140.0 208.4 034 59.9 2.05 35.0 00110000\r"  # Megatec spec example
 NUT_Q1 = b"(226.0 195.0 226.0 014 49.0 27.5 30.0 00001000\r"  # nutdrv_qx_megatec.c comment
@@ -474,60 +472,28 @@ async def test_missing_port_is_gone(tmp_path: Path) -> None:
 
 async def test_through_the_simulate_command(tmp_path: Path) -> None:
     link = tmp_path / "ttyUPS"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "simulate",
-        "ups",
-        "--link",
-        str(link),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-
-    async def say(line: str) -> str:
-        stdin.write(line.encode() + b"\n")
-        await stdin.drain()
-        async with asyncio.timeout(10):
-            return (await stdout.readline()).decode().strip()
-
-    driver = make_driver(link)
-    try:
-        async with asyncio.timeout(30):
-            banner = (await stdout.readline()).decode()
-            assert banner.startswith(f"ups simulator: {link} -> /dev/pts/")
-            assert "on_battery" in (await stdout.readline()).decode()
-        assert (await driver.poll()).state == "ok"
-        assert await say("on_battery") == "ok on_battery set"
-        assert await say("battery_low") == "ok battery_low set"
-        reading = await driver.poll()
-        assert reading.flags == ("on_battery", "battery_low")
-        assert reading.reason == (
-            "battery low — the UPS will shut down soon; on battery — mains power failed"
-        )
-        assert (await say("load lots")).startswith("error load takes a number")
-        assert (await say("explode")).startswith("error unknown command explode")
-        assert await say("unplug") == "ok unplugged"
-        with pytest.raises(DeviceGone):
-            await driver.poll()
-        assert (await say("replug")).startswith(f"ok plugged in at {link} -> /dev/pts/")
-        assert (await driver.poll()).flags == ("on_battery", "battery_low")
-        assert await say("ok") == "ok all faults cleared"
-        assert (await driver.poll()).state == "ok"
-        stdin.write(b"quit\n")
-        await stdin.drain()
-        async with asyncio.timeout(10):
-            assert await proc.wait() == 0
-        assert not link.exists()
-    finally:
-        await driver.close()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with simulate("ups", link) as sim:
+        assert "on_battery" in sim.help
+        driver = make_driver(link)
+        try:
+            assert (await driver.poll()).state == "ok"
+            assert await sim.say("on_battery") == "ok on_battery set"
+            assert await sim.say("battery_low") == "ok battery_low set"
+            reading = await driver.poll()
+            assert reading.flags == ("on_battery", "battery_low")
+            assert reading.reason == (
+                "battery low — the UPS will shut down soon; on battery — mains power failed"
+            )
+            assert (await sim.say("load lots")).startswith("error load takes a number")
+            assert (await sim.say("explode")).startswith("error unknown command explode")
+            assert await sim.say("unplug") == "ok unplugged"
+            with pytest.raises(DeviceGone):
+                await driver.poll()
+            assert (await sim.say("replug")).startswith(f"ok plugged in at {link} -> /dev/pts/")
+            assert (await driver.poll()).flags == ("on_battery", "battery_low")
+            assert await sim.say("ok") == "ok all faults cleared"
+            assert (await driver.poll()).state == "ok"
+        finally:
+            await driver.close()
+        assert await sim.end_input() == 0
+    assert not link.exists()
