@@ -26,6 +26,7 @@ from .fields import (
     INT_MAX,
     INT_MIN,
     FieldSpec,
+    _check_text,
     _fail,
     _out_of_range,
     format_datetime,
@@ -135,6 +136,8 @@ def _check_lines(spec: FieldSpec, inner: Any, env: dict[str, Any], i: int) -> li
             f"    raise _fail({name}, 'string', v)",
             f"if len(v) > {int(limit)}:",
             f"    raise _too_long({name}, {int(limit)})",
+            "if not v.isascii():",
+            f"    _check_text(v, {name})",
         ]
     if inner is bool:
         return ["if type(v) is not bool:", f"    raise _fail({name}, 'boolean', v)"]
@@ -171,6 +174,7 @@ def decoder(cls: type) -> Decoder:
         "_below": _below,
         "_above": _above,
         "_too_long": _too_long,
+        "_check_text": _check_text,
         "_not_finite": _not_finite,
         "_not_one_of": _not_one_of,
         "_isfinite": math.isfinite,

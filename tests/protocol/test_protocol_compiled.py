@@ -53,3 +53,14 @@ def test_encode_agrees(cls: type, data: st.DataObject) -> None:
     else:  # events: the same fields plus kind, with seq, ts and kind first
         assert got == {**expected, "kind": cls.KIND}  # type: ignore[attr-defined]
         assert list(got)[:3] == ["seq", "ts", "kind"]
+
+
+def test_a_lone_surrogate_is_refused_by_both() -> None:
+    """Found by the equivalence test above: ``"\\ud800"`` is valid JSON but not UTF-8."""
+    from protocol.events import ProbeChange
+
+    tree = {"seq": 1, "ts": "2000-01-01T00:00:00Z", "probe": "\ud800", "target": "",
+            "role": "link", "state": "ok"}  # fmt: skip
+    expected = ("refused", 400, "x.probe: string is not valid Unicode", "x.probe")
+    assert judge(lambda d: decoder(ProbeChange)(d, "x"), tree) == expected
+    assert judge(lambda d: from_json(ProbeChange, d, "x"), tree) == expected
