@@ -24,6 +24,8 @@ from aiohttp import hdrs, web
 from protocol import ProtocolError, decompress, encode_ack
 from protocol.fastwire import decode_report_rows
 
+from . import alerts, api, metrics
+from .correlate import service as correlate_service
 from .settings import CollectorSettings
 from .storage import Storage, StorageError, TokenInfo, refusal
 
@@ -50,9 +52,29 @@ class StorageHealth:
             log.error("storage_failed", error=str(err) or type(err).__name__)
 
 
+class IngestCounters:
+    """What ingest did since start-up (``/metrics`` shows them)."""
+
+    def __init__(self) -> None:
+        self.reports = 0
+        self.events_stored = 0
+        self.duplicates = 0
+        #: refused reports by HTTP status
+        self.rejected: dict[int, int] = {}
+
+    def refused(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+
+
+#: Called (on the event loop, no arguments) after every report that stored new events,
+#: e.g. to wake the correlator. A listener must not block.
+IngestListener = Callable[[], None]
+
 SETTINGS_KEY: Final = web.AppKey("settings", CollectorSettings)
 STORAGE_KEY: Final[web.AppKey[Storage]] = web.AppKey("storage")
 HEALTH_KEY: Final = web.AppKey("storage_health", StorageHealth)
+COUNTERS_KEY: Final = web.AppKey("ingest_counters", IngestCounters)
+LISTENERS_KEY: Final = web.AppKey("ingest_listeners", list[IngestListener])
 
 
 def error_response(
@@ -102,6 +124,13 @@ async def _authenticate(request: web.Request) -> TokenInfo | web.Response:
 
 async def post_report(request: web.Request) -> web.Response:
     """``POST /api/v1/reports``: store an agent's report and acknowledge its seqs."""
+    response = await _post_report(request)
+    if response.status != 200:
+        request.app[COUNTERS_KEY].refused(response.status)
+    return response
+
+
+async def _post_report(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     auth = await _authenticate(request)
     if isinstance(auth, web.Response):
@@ -131,6 +160,13 @@ async def post_report(request: web.Request) -> web.Response:
     except StorageError as err:
         return _storage_unavailable(request, err)
     request.app[HEALTH_KEY].succeeded()
+    counters = request.app[COUNTERS_KEY]
+    counters.reports += 1
+    counters.events_stored += ack.stored
+    counters.duplicates += ack.duplicates
+    if ack.stored:
+        for listener in request.app[LISTENERS_KEY]:
+            listener()
     log.debug(
         "report_ingested",
         terminal_id=report.agent.terminal_id,
@@ -189,9 +225,16 @@ def create_app(settings: CollectorSettings, storage: Storage) -> web.Application
     app[SETTINGS_KEY] = settings
     app[STORAGE_KEY] = storage
     app[HEALTH_KEY] = StorageHealth()
-    app.cleanup_ctx.append(_storage_ctx)
+    app[COUNTERS_KEY] = IngestCounters()
+    app[LISTENERS_KEY] = []
+    app.cleanup_ctx.append(_storage_ctx)  # first: the others need the storage open
     app.router.add_post(REPORTS_PATH, post_report)
     app.router.add_get("/healthz", healthz)
+    # the rest of the collector plugs in here; each adds its routes and background tasks
+    correlate_service.setup(app)
+    alerts.setup(app)
+    api.setup(app)
+    metrics.setup(app)
     return app
 
 

@@ -22,6 +22,14 @@ File layout (see ``deploy/collector.toml``)::
     [log]
     level = "info"
     format = "auto"
+
+    [attribution]          # how a failed payment gets its cause (defaults below)
+    [incidents]            # when incidents close
+    [alerts]               # where incident alerts go (webhook, e-mail)
+
+The ``[attribution]``, ``[incidents]`` and ``[alerts]`` tables are read from
+the file only (no flags); they become :class:`AttributionSettings`,
+:class:`IncidentSettings` and :class:`AlertSettings`.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from agent.logs import LogFormat
 from protocol.codec import MAX_BODY_BYTES, MAX_EVENTS_PER_REPORT
@@ -48,6 +57,67 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttributionSettings:
+    """How the correlator names the cause of a failed payment (README, "Attribution")."""
+
+    #: evidence is read from this long before a payment started ...
+    before_s: int = 300
+    #: ... to this long after it ended
+    after_s: int = 120
+    #: late evidence (an offline store's backlog) revises payments up to this old
+    revise_horizon_s: int = 86400
+    #: acquirer outage: failures to one acquirer within +/- this many seconds ...
+    fleet_window_s: int = 300
+    #: ... in at least this many stores whose own link/gateway/ISP/DNS are healthy
+    fleet_min_stores: int = 3
+    #: a probe window with at least this loss counts as failing
+    loss_fail_pct: float = 50.0
+    #: a clock offset past this (either way) blames the clock
+    clock_max_offset_ms: float = 1000.0
+    #: host starvation: CPU, memory or disk at or past these
+    cpu_starved_pct: float = 95.0
+    mem_starved_pct: float = 95.0
+    disk_full_pct: float = 98.0
+    #: a terminal not heard from for this long is offline
+    offline_after_s: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentSettings:
+    """When incidents open and close."""
+
+    #: a payment incident closes when no payment in its scope failed for this long
+    close_after_s: int = 600
+    #: a health incident (device fault, UPS on battery) opens after this long in trouble
+    health_open_after_s: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSettings:
+    """Where alerts on incident open and close go. No webhook and no SMTP host: no alerts."""
+
+    webhook_url: str | None = None
+    webhook_timeout_s: float = 10.0
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "posmon@localhost"
+    smtp_to: tuple[str, ...] = ()
+    #: delivery is retried with exponential backoff from this ...
+    retry_initial_s: float = 5.0
+    #: ... up to this between attempts
+    retry_max_s: float = 600.0
+    #: an alert not delivered after this long is given up (counted and logged)
+    give_up_after_s: float = 86400.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.webhook_url is not None or self.smtp_host is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CollectorSettings:
     """Everything the collector needs to run, validated."""
 
@@ -60,6 +130,9 @@ class CollectorSettings:
     tls_key: Path | None = None
     log_level: str = "info"
     log_format: LogFormat = "auto"
+    attribution: AttributionSettings = AttributionSettings()
+    incidents: IncidentSettings = IncidentSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def tls(self) -> bool:
@@ -120,6 +193,46 @@ def _path(value: Any) -> Path:
     return path
 
 
+def _number_between(low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if type(value) not in (int, float):
+            raise ValueError("expected a number")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is out of range; allowed {low:g}..{high:g}")
+        return float(value)
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    if not urlsplit(value).hostname:
+        raise ValueError(f"{value!r} has no host name")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError("expected true or false")
+    return value
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError('expected a list of e-mail addresses, like ["it@example.com"]')
+    for item in value:
+        if not isinstance(item, str) or "@" not in item or any(c.isspace() for c in item):
+            raise ValueError(f"{item!r} is not an e-mail address")
+    return tuple(value)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in options:
@@ -147,6 +260,51 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[Any], Any]]] = {
     },
 }
 
+_DAY = 86400
+#: tables read from the file only: table -> (settings type, key -> validator)
+_SECTIONS: Mapping[str, tuple[type[Any], Mapping[str, Callable[[Any], Any]]]] = {
+    "attribution": (
+        AttributionSettings,
+        {
+            "before_s": _int_between(0, _DAY),
+            "after_s": _int_between(0, _DAY),
+            "revise_horizon_s": _int_between(0, 30 * _DAY),
+            "fleet_window_s": _int_between(10, _DAY),
+            "fleet_min_stores": _int_between(2, 100_000),
+            "loss_fail_pct": _number_between(1, 100),
+            "clock_max_offset_ms": _number_between(1, 86_400_000),
+            "cpu_starved_pct": _number_between(1, 100),
+            "mem_starved_pct": _number_between(1, 100),
+            "disk_full_pct": _number_between(1, 100),
+            "offline_after_s": _int_between(10, 30 * _DAY),
+        },
+    ),
+    "incidents": (
+        IncidentSettings,
+        {
+            "close_after_s": _int_between(10, 30 * _DAY),
+            "health_open_after_s": _int_between(0, _DAY),
+        },
+    ),
+    "alerts": (
+        AlertSettings,
+        {
+            "webhook_url": _http_url,
+            "webhook_timeout_s": _number_between(0.1, 300),
+            "smtp_host": _text,
+            "smtp_port": _int_between(1, 65535),
+            "smtp_starttls": _bool,
+            "smtp_username": _text,
+            "smtp_password": _text,
+            "smtp_from": _text,
+            "smtp_to": _addresses,
+            "retry_initial_s": _number_between(0.01, 3600),
+            "retry_max_s": _number_between(0.01, _DAY),
+            "give_up_after_s": _number_between(1, 30 * _DAY),
+        },
+    ),
+}
+
 #: Names of the keys a caller may override from the command line.
 OVERRIDABLE = tuple(
     f"log_{key}" if table == "log" else key for table, keys in _SCHEMA.items() for key in keys
@@ -170,12 +328,47 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not valid TOML: {err}") from None
 
 
-def _from_file(path: Path) -> dict[str, tuple[str, Any]]:
-    """Settings name -> (where it came from, raw value), checking for unknown keys."""
+def _section(path: Path, table: str, content: Any) -> Any:
+    """A file-only table as its frozen settings type; every mistake names the key."""
+    cls, keys = _SECTIONS[table]
+    if not isinstance(content, dict):
+        raise SettingsError(f"{path}: {table!r} must be a table [{table}]")
+    values: dict[str, Any] = {}
+    for key, value in content.items():
+        if key not in keys:
+            known = ", ".join(keys)
+            raise SettingsError(f"{path}: [{table}] unknown key {key!r}; known keys: {known}")
+        try:
+            values[key] = keys[key](value)
+        except ValueError as err:
+            raise SettingsError(f"{path}: [{table}] {key}: {err}") from None
+    built = cls(**values)
+    if table == "alerts":
+        if built.smtp_host is not None and not built.smtp_to:
+            raise SettingsError(f"{path}: [alerts] smtp_to: smtp_host needs recipients")
+        if built.smtp_to and built.smtp_host is None:
+            raise SettingsError(f"{path}: [alerts] smtp_host: smtp_to needs an SMTP server")
+        if (built.smtp_username is None) != (built.smtp_password is None):
+            raise SettingsError(
+                f"{path}: [alerts] smtp_password: give smtp_username and smtp_password together"
+            )
+        if built.retry_max_s < built.retry_initial_s:
+            raise SettingsError(f"{path}: [alerts] retry_max_s: smaller than retry_initial_s")
+    if table == "attribution" and built.fleet_window_s > built.revise_horizon_s > 0:
+        raise SettingsError(f"{path}: [attribution] revise_horizon_s: shorter than fleet_window_s")
+    return built
+
+
+def _from_file(path: Path) -> tuple[dict[str, tuple[str, Any]], dict[str, Any]]:
+    """(settings name -> (where it came from, raw value), file-only sections), checked."""
     out: dict[str, tuple[str, Any]] = {}
+    sections: dict[str, Any] = {}
     for table, content in _read_file(path).items():
+        if table in _SECTIONS:
+            sections[table] = _section(path, table, content)
+            continue
         if table not in _SCHEMA:
-            known = ", ".join(f"[{t}]" for t in _SCHEMA)
+            known = ", ".join(f"[{t}]" for t in (*_SCHEMA, *_SECTIONS))
             raise SettingsError(f"{path}: unknown table or key {table!r}; known tables: {known}")
         if not isinstance(content, dict):
             raise SettingsError(f"{path}: {table!r} must be a table [{table}]")
@@ -185,7 +378,7 @@ def _from_file(path: Path) -> dict[str, tuple[str, Any]]:
                 raise SettingsError(f"{path}: [{table}] unknown key {key!r}; known keys: {known}")
             name = f"log_{key}" if table == "log" else key
             out[name] = (f"{path}: [{table}] {key}", value)
-    return out
+    return out, sections
 
 
 def load_settings(
@@ -198,7 +391,7 @@ def load_settings(
     ``overrides`` keys are the names in :data:`OVERRIDABLE` (``db``, ``listen``,
     ``max_body_bytes``, ``log_level``, ...).
     """
-    raw = _from_file(config) if config is not None else {}
+    raw, sections = _from_file(config) if config is not None else ({}, {})
     for name, value in (overrides or {}).items():
         if name not in OVERRIDABLE:
             raise SettingsError(f"{flag_of(name)}: unknown setting")
@@ -228,4 +421,4 @@ def load_settings(
         values["listen_host"], values["listen_port"] = values.pop("listen")
     else:
         values["listen_host"], values["listen_port"] = parse_listen(DEFAULT_LISTEN)
-    return CollectorSettings(**values)
+    return CollectorSettings(**values, **sections)

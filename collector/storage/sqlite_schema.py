@@ -63,6 +63,140 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX events_terminal_ts ON events (terminal_id, ts)",
         "CREATE INDEX terminals_store ON terminals (store_id)",
     ),
+    # 3: what the correlator derives from the events (see collector/correlate):
+    #    current state per terminal, payments with their cause, incidents, alerts
+    (
+        # how far the correlator has read the events table (events.rowid)
+        """
+        CREATE TABLE correlator_cursor (
+            name       TEXT PRIMARY KEY,
+            last_rowid INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # the terminal's current host sample, clock and spool, next to last_seen
+        "ALTER TABLE terminals ADD COLUMN host TEXT",  # JSON of the last host_sample
+        "ALTER TABLE terminals ADD COLUMN host_ts TEXT",
+        "ALTER TABLE terminals ADD COLUMN clock_offset_ms REAL",
+        "ALTER TABLE terminals ADD COLUMN clock_ts TEXT",
+        "ALTER TABLE terminals ADD COLUMN spool_backlog INTEGER",  # events still queued
+        "ALTER TABLE terminals ADD COLUMN last_event_ts TEXT",  # newest event ts
+        # each probe's current state (from probe_change and probe_window)
+        """
+        CREATE TABLE probe_state (
+            terminal_id TEXT NOT NULL,
+            probe_key   TEXT NOT NULL,               -- probe + ' ' + target + ' ' + role
+            probe       TEXT NOT NULL,
+            target      TEXT NOT NULL,
+            role        TEXT NOT NULL,
+            acquirer    TEXT,
+            state       TEXT NOT NULL CHECK (state IN ('ok', 'fail')),
+            error       TEXT,
+            since       TEXT NOT NULL,               -- ts of the change into this state
+            last_ts     TEXT NOT NULL,               -- ts of the newest event about it
+            last_window TEXT,                        -- JSON: the last probe_window's figures
+            PRIMARY KEY (terminal_id, probe_key)
+        ) WITHOUT ROWID
+        """,
+        # each device's current state (from device_status)
+        """
+        CREATE TABLE device_state (
+            terminal_id TEXT NOT NULL,
+            device      TEXT NOT NULL,
+            device_kind TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            flags       TEXT NOT NULL,               -- JSON list
+            attributes  TEXT NOT NULL,               -- JSON object
+            reason      TEXT,
+            since       TEXT NOT NULL,
+            last_ts     TEXT NOT NULL,
+            PRIMARY KEY (terminal_id, device)
+        ) WITHOUT ROWID
+        """,
+        # every payment the collector heard of, one row per (terminal, txn_id);
+        # cause, confidence, evidence and action are set for failed ones
+        """
+        CREATE TABLE txns (
+            terminal_id   TEXT NOT NULL,
+            txn_id        TEXT NOT NULL,
+            store_id      TEXT NOT NULL,
+            agent_id      TEXT NOT NULL,
+            seq           INTEGER NOT NULL,          -- the newest txn event for it
+            ts            TEXT NOT NULL,             -- when it ended or timed out
+            started_at    TEXT,
+            txn_kind      TEXT NOT NULL,
+            acquirer      TEXT,
+            outcome       TEXT NOT NULL,
+            response_code TEXT,
+            technical     INTEGER NOT NULL,
+            in_doubt      INTEGER NOT NULL,
+            late          INTEGER NOT NULL,
+            resolution    TEXT,
+            amount_minor  INTEGER,
+            currency      TEXT,
+            latency_ms    REAL,
+            failed        INTEGER NOT NULL,          -- 1: needs a cause
+            local_cause   TEXT,                      -- the cause from this store's evidence only
+            cause         TEXT,
+            confidence    REAL,
+            evidence      TEXT,                      -- JSON list of {id, kind, ts, what}
+            action        TEXT,
+            attributed_at TEXT,
+            incident_id   INTEGER,
+            PRIMARY KEY (terminal_id, txn_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX txns_ts ON txns (ts)",
+        "CREATE INDEX txns_terminal_ts ON txns (terminal_id, ts)",
+        "CREATE INDEX txns_store_ts ON txns (store_id, ts)",
+        "CREATE INDEX txns_failed_acquirer_ts ON txns (acquirer, ts) WHERE failed = 1",
+        "CREATE INDEX txns_cause_ts ON txns (cause, ts) WHERE failed = 1",
+        "CREATE INDEX txns_in_doubt_ts ON txns (ts) WHERE in_doubt = 1",
+        # incidents: payment incidents (a cause in a scope) and health incidents
+        """
+        CREATE TABLE incidents (
+            id            INTEGER PRIMARY KEY,
+            key           TEXT NOT NULL,             -- what makes it the same incident
+            kind          TEXT NOT NULL CHECK (kind IN ('payments', 'health')),
+            cause         TEXT NOT NULL,
+            scope         TEXT NOT NULL CHECK (scope IN ('store', 'acquirer', 'device',
+                                                        'terminal')),
+            store_id      TEXT,
+            acquirer      TEXT,
+            terminal_id   TEXT,
+            device        TEXT,
+            title         TEXT NOT NULL,
+            action        TEXT NOT NULL,
+            started_at    TEXT NOT NULL,             -- event time of the first sign
+            ended_at      TEXT,                      -- event time it ended; NULL: open
+            last_seen_at  TEXT NOT NULL,             -- event time of the newest sign
+            opened_at     TEXT NOT NULL,             -- collector clock
+            closed_at     TEXT,
+            terminals     TEXT NOT NULL,             -- JSON list of terminal ids
+            failed_count  INTEGER NOT NULL DEFAULT 0,
+            in_doubt_count INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE UNIQUE INDEX incidents_open_key ON incidents (key) WHERE ended_at IS NULL",
+        "CREATE INDEX incidents_started ON incidents (started_at)",
+        # alerts to deliver, kept until delivered or given up (survive a restart)
+        """
+        CREATE TABLE alert_outbox (
+            id              INTEGER PRIMARY KEY,
+            incident_id     INTEGER NOT NULL,
+            transition      TEXT NOT NULL CHECK (transition IN ('opened', 'closed')),
+            channel         TEXT NOT NULL CHECK (channel IN ('webhook', 'email')),
+            payload         TEXT NOT NULL,           -- JSON: the incident as the API shows it
+            created_at      TEXT NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            delivered_at    TEXT,
+            gave_up_at      TEXT,
+            last_error      TEXT
+        )
+        """,
+        "CREATE INDEX alert_outbox_due ON alert_outbox (next_attempt_at)"
+        " WHERE delivered_at IS NULL AND gave_up_at IS NULL",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
