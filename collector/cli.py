@@ -25,6 +25,9 @@ from aiohttp import web
 from agent.logs import configure_logging
 
 from .app import create_app, create_runner
+from .command import CommandError
+from .correlate import reattribute
+from .fleetsim import command as fleetsim_command
 from .settings import (
     DEFAULT_LISTEN,
     LOG_FORMATS,
@@ -124,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--terminal", metavar="ID", help="agent token for this terminal id")
     who.add_argument("--viewer", metavar="NAME", help="viewer token for this person or system")
     create.add_argument("--store", metavar="ID", help="store id of --terminal (required with it)")
+
+    # commands that live in their own modules: each adds its parser and sets
+    # ``run(args) -> int`` (raising SettingsError or CommandError for the user)
+    reattribute.add_parser(commands)
+    fleetsim_command.add_parser(commands)
     return parser
 
 
@@ -239,6 +247,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"Token for {who} (shown once; only its hash is stored):")
         print(token)
         return 0
+    run = getattr(args, "run", None)
+    if run is not None:
+        try:
+            return int(run(args))
+        except CommandError as err:
+            raise _Fail(str(err), err.code) from None
     getattr(args, "help_of", parser).print_help(sys.stderr)  # no command given
     return EXIT_USAGE
 
