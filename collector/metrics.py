@@ -19,7 +19,8 @@ What is exported, and where it comes from:
   ``posmon_ingest_duplicates_total``, ``posmon_ingest_rejected_total{status}``
   counters — what ingest did since this process started.
 - ``posmon_correlator_pending_events`` gauge and
-  ``posmon_correlator_attributed_total`` counter — from the correlator's
+  ``posmon_correlator_attributed_total`` and ``posmon_correlator_revised_total``
+  counters — from the correlator's
   ``status()``; absent when the correlator is not running.
 - ``posmon_alerts_pending{channel}`` gauge and ``posmon_alerts_failed_total{channel}``
   counter (alerts given up) — from the alert outbox.
@@ -342,6 +343,15 @@ def correlator_families(app: web.Application) -> list[Family]:
             "Failed payments the correlator attributed since start-up (revisions included).",
         )
         family.add(attributed)
+        out.append(family)
+    revised = _status_value(status, "revised_total")
+    if revised is not None:
+        family = Family(
+            "posmon_correlator_revised_total",
+            "counter",
+            "Attributions revised since start-up because later evidence arrived.",
+        )
+        family.add(revised)
         out.append(family)
     return out
 

@@ -1,56 +1,43 @@
-"""``posmon``: the people's CLI — PLACEHOLDER until the collector's query API exists.
+"""``posmon``: the people's CLI — fleet, terminals, payments and incidents from the collector.
 
-The real commands (``fleet``, ``terminal``, ``txns``, ``incidents``, reading
-``POSMON_URL`` and ``POSMON_TOKEN``, ``--json`` everywhere) need the
-collector's read API, which is not built yet. Until then this only explains
-that, and exits 2 for any command. It never prints made-up data.
+    posmon [--url URL] [--token TOKEN] [--json] COMMAND ...
+
+Commands: fleet, terminals, terminal ID, txns, incidents, incident ID,
+timeline ID (see :mod:`collector.people.commands`). ``POSMON_URL`` and
+``POSMON_TOKEN`` stand in for ``--url`` and ``--token``.
+
+Exit status: 0 done; 1 the collector could not be reached, refused the token,
+had no such thing or failed; 2 bad usage (no URL or token, a bad option, or
+a parameter the API refused).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-PLANNED = ("fleet", "terminal", "txns", "incidents")
-NOT_YET = (
-    "PLACEHOLDER: the fleet, terminal, txns and incidents commands arrive with the "
-    "collector's query API; none of them is available in this version."
-)
+from collector.people.client import CliError
+from collector.people.commands import PROG, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="posmon",
-        description=(
-            NOT_YET + " When they arrive, this will be posmon's CLI for central IT and "
-            "technicians: fleet health, one terminal's state and history, failed payments "
-            "by cause, incidents."
-        ),
-        epilog=(
-            "Planned: posmon fleet | terminal ID | txns | incidents, reading POSMON_URL and "
-            "POSMON_TOKEN, with --json everywhere. Meanwhile, posmon-collector serves "
-            "reports and posmon-agent diagnose checks a terminal on site."
-        ),
-    )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        metavar="COMMAND",
-        help=f"one of {', '.join(PLANNED)} (not available yet)",
-    )
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-    else:
-        print(f"posmon: {args.command!r} is not available yet. {NOT_YET}", file=sys.stderr)
-    return 2
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a C locale must not fail on "…" or "—"
+        sys.stdout.reconfigure(errors="replace")
+    try:
+        return run(list(argv) if argv is not None else None, environ)
+    except CliError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.code
+    except BrokenPipeError:  # posmon txns | head
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 
 import protocol
 from collector.correlate.model import IN_DOUBT_ACTION
-from protocol import AgentEvent, AgentInfo, DeviceStatus, ProbeChange, Report
+from protocol import AgentEvent, AgentInfo, HostSample, ProbeWindow, Report
 from tests.collector.wire import post_report
 from tests.helpers import CollectorProc, create_token
 
@@ -66,20 +66,21 @@ def iso(value: datetime) -> str:
 
 
 def _register(url: str, token: str, terminal: str, store: str, now: datetime) -> None:
-    """T-FAULT also posts the events behind its derived state (its timeline shows them).
-
-    No txn event: payments are written to ``txns`` directly, so a running correlator
-    cannot add one of its own to the counts the tests expect."""
+    """Each agent says it started; T-FAULT also sends a host sample and an acquirer probe
+    window (its timeline shows them). Only events whose derived state equals what
+    :func:`_derive` writes: a running correlator then reaches the same state."""
     events: list[Any] = [AgentEvent(seq=1, ts=now - timedelta(minutes=10), event="start")]
     if terminal == "T-FAULT":
         events += [
-            ProbeChange(
-                seq=2, ts=now - timedelta(minutes=9), probe="icmp", target="192.168.1.1",
-                role="gateway", state="fail", error="timeout",
+            HostSample(
+                seq=2, ts=now - timedelta(minutes=9), cpu_pct=12.0, mem_pct=40.0,
+                mem_available_bytes=2**30, disk_pct=55.0, disk_free_bytes=2**34, load1=0.5,
+                load5=0.4, load15=0.3, uptime_s=90000, boot_time=now - timedelta(days=1),
             ),
-            DeviceStatus(
-                seq=3, ts=now - timedelta(minutes=8), device="printer", device_kind="escpos",
-                state="warning", flags=("paper_near_end",),
+            ProbeWindow(
+                seq=3, ts=now - timedelta(minutes=8), probe="tcp", target="acq.example:443",
+                role="acquirer", acquirer="ACQ-A", window_s=60.0, sent=10, ok=10,
+                loss_pct=0.0, rtt_avg_ms=21.5,
             ),
         ]  # fmt: skip
     report = Report(
