@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import protocol
-from protocol import Cause
+from collector.metrics import Family, render
+from protocol import AgentInfo, Cause, Report, Txn
 from tests.collector.viewdata import TERMINALS, Fleet, seed_fleet
 from tests.collector.wire import make_report, post_report, request
 from tests.helpers import CollectorProc, create_token, start_collector
@@ -136,3 +140,50 @@ def test_ingest_counters_count_reports_events_duplicates_and_refusals(tmp_path: 
 def test_metrics_needs_no_token_and_refuses_post(fleet: Fleet) -> None:
     assert request(fleet.url, "/metrics").status == 200
     assert request(fleet.url, "/metrics", body=b"x", method="POST").status == 405
+
+
+def test_correlator_figures_follow_a_payment_through_the_real_correlator(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path / "collector.db")
+    try:
+        token = create_token(collector.db_path, terminal="T-1", store="S-1")
+        now = datetime.now(UTC)
+        report = Report(
+            agent=AgentInfo(id="agent-1", terminal_id="T-1", store_id="S-1", version="0.1.0"),
+            sent_at=now,
+            events=(
+                Txn(seq=1, ts=now - timedelta(minutes=1), txn_id="tx-1", acquirer="ACQ",
+                    outcome="timeout", in_doubt=True),
+            ),
+        )  # fmt: skip
+        assert post_report(collector.url, protocol.encode_report(report), token).status == 200
+        deadline = time.monotonic() + 60
+        while True:  # the correlator works in the background; wait until it has read it
+            samples, types = scrape(collector.url)
+            if samples.get(("posmon_correlator_attributed_total", ()), 0) >= 1:
+                break
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.1)
+        assert types["posmon_correlator_pending_events"] == "gauge"
+        assert types["posmon_correlator_attributed"] == "counter"
+        assert samples[("posmon_correlator_pending_events", ())] == 0
+        failed = {
+            dict(labels)["cause"]: value
+            for (name, labels), value in samples.items()
+            if name == "posmon_failed_payments" and value
+        }
+        assert len(failed) == 1 and "pending" not in failed  # one cause, whichever it is
+        assert sum(failed.values()) == 1
+        assert samples[("posmon_in_doubt_payments", ())] == 1
+    finally:
+        collector.stop()
+
+
+def test_label_values_and_help_are_escaped() -> None:
+    family = Family("posmon_test", "gauge", 'a "help" with \\ and\nnewline')
+    family.add(1.5, who='quote " backslash \\ newline \n end')
+    family.add(float("nan"), who="nan")
+    (parsed,) = text_string_to_metric_families(render([family]))
+    assert parsed.documentation == 'a "help" with \\ and\nnewline'
+    first, second = parsed.samples
+    assert first.labels == {"who": 'quote " backslash \\ newline \n end'} and first.value == 1.5
+    assert math.isnan(second.value)

@@ -1,9 +1,10 @@
 """A small fleet in a real collector, for the tests of what people see (/metrics, posmon CLI).
 
 Terminals register the real way: each agent posts a report over HTTP with its
-own token. What the correlator derives (probe and device state, the host
-sample, payments with their cause, incidents, alerts) is written into the
-collector's SQLite file directly, so these tests do not depend on the
+own token, and the collector's correlator reads those events. The rest (probe
+and device state, the host sample, payments with their cause, incidents,
+alerts) is written into the collector's SQLite file directly, once the
+correlator has read everything, so these tests do not depend on the
 correlator's rules — only on the schema and the contract of the read side.
 
 The fleet, relative to ``now``:
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 
 import protocol
 from collector.correlate.model import IN_DOUBT_ACTION
+from collector.correlate.service import CURSOR_NAME
 from protocol import AgentEvent, AgentInfo, HostSample, ProbeWindow, Report
 from tests.collector.wire import post_report
 from tests.helpers import CollectorProc, create_token
@@ -207,6 +210,7 @@ def _derive(conn: sqlite3.Connection, now: datetime) -> None:
     incidents = [
         _incident(1, "payments", "isp", "store", now - timedelta(minutes=16), store_id="S-1",
                   title="Store S-1: internet connection down",
+                  last_seen_at=iso(now - timedelta(minutes=5)),
                   terminals='["T-FAULT"]', failed_count=2, in_doubt_count=1),
         _incident(2, "health", "device", "device", now - timedelta(minutes=20), store_id="S-2",
                   terminal_id="T-WARN", device="printer", title="Printer paper low on T-WARN",
@@ -231,8 +235,25 @@ def _derive(conn: sqlite3.Connection, now: datetime) -> None:
     )
 
 
+def wait_for_correlator(conn: sqlite3.Connection, deadline_s: float = 60.0) -> None:
+    """Until the collector's correlator has read every stored event (so it does not
+    derive anything from them after this). Polls the cursor it keeps in the database."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        (newest,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()
+        row = conn.execute(
+            "SELECT last_rowid FROM correlator_cursor WHERE name = ?", (CURSOR_NAME,)
+        ).fetchone()
+        if row is not None and row[0] >= newest:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the correlator did not read up to event {newest}: {row}")
+        time.sleep(0.05)
+
+
 def seed_fleet(collector: CollectorProc) -> Fleet:
-    """Register the fleet's terminals through the real ingest API, then add derived rows."""
+    """Register the fleet's terminals through the real ingest API, let the correlator read
+    their events, then add the derived rows."""
     now = datetime.now(UTC)
     tokens = {}
     for terminal, store in TERMINALS.items():
@@ -240,6 +261,7 @@ def seed_fleet(collector: CollectorProc) -> Fleet:
         _register(collector.url, tokens[terminal], terminal, store, now)
     conn = sqlite3.connect(collector.db_path, timeout=30, isolation_level=None)
     try:
+        wait_for_correlator(conn)
         conn.execute("BEGIN IMMEDIATE")
         _derive(conn, now)
         conn.execute("COMMIT")
