@@ -144,6 +144,7 @@ class Correlator:
         self._last: PassResult | None = None
         self._failing = False
         self.passes = 0
+        self.failed_passes = 0
         self.attributed_total = 0
         self.revised_total = 0
         self.last_error: str | None = None
@@ -174,6 +175,7 @@ class Correlator:
             "attributed_total": self.attributed_total,
             "revised_total": self.revised_total,
             "passes": self.passes,
+            "failed_passes": self.failed_passes,
             "last_error": self.last_error,
         }
 
@@ -203,6 +205,7 @@ class Correlator:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # StorageError, or a bug: never let the loop die
+                self.failed_passes += 1
                 self.last_error = str(err) or type(err).__name__
                 if not self._failing:
                     self._failing = True
