@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given
@@ -201,7 +200,7 @@ def test_any_observations_give_one_well_formed_verdict(
     assert (v.cause is Cause.UNKNOWN) <= (v.evidence == ())
     assert v.action.startswith(IN_DOUBT_ACTION) == in_doubt
     # the fleet rule only ever keeps the verdict or names an acquirer outage
-    others = FleetPeers("ACQ", tuple(replace(peer(f"S-{i}", i)) for i in range(2, 5)))
+    others = FleetPeers("ACQ", tuple(peer(f"S-{i}", i) for i in range(2, 5)))
     fleet = decide_fleet(t, v, others, S)
     assert fleet is v or fleet.cause is Cause.ACQUIRER_OUTAGE
     assert 0.0 <= fleet.confidence <= 1.0
