@@ -1,4 +1,15 @@
-"""Placeholder wired into collector.app.create_app; replaced by its owner in issue 6."""
+"""The collector's query API: what people and tools read (viewer tokens).
+
+- :mod:`.routes`   the handlers and their routes under ``/api/v1``
+- :mod:`.params`   query parameters checked one by one; keyset cursors
+- :mod:`.queries`  the SQL (read-only connections)
+- :mod:`.views`    rows as the API's JSON; one-line event summaries
+- :mod:`.reader`   read-only SQLite connections in threads of their own
+- :mod:`.openapi`  the OpenAPI document served at ``/api/v1/openapi.json``
+
+The JSON is the contract with the ``posmon`` CLI and the dashboard: fields may
+be added, never renamed.
+"""
 
 from __future__ import annotations
 
@@ -6,4 +17,8 @@ from aiohttp import web
 
 
 def setup(app: web.Application) -> None:
-    """Add this part's routes and background tasks to the collector's app."""
+    """Add the query API's routes, and its read-only connections to start-up and shutdown."""
+    # imported here: collector.app imports this package before it defines the app keys
+    from .wiring import install
+
+    install(app)
