@@ -150,10 +150,14 @@ async def get_fleet(request: web.Request) -> web.Response:
         store = stores.setdefault(store_id, _empty_store(store_id))
         store["terminals"] += 1
         store[state] += 1
-    for store_id, n in rows.failed_by_store.items():
-        stores.setdefault(store_id, _empty_store(store_id))["failed_24h"] = n
-    for store_id, n in rows.in_doubt_by_store.items():
-        stores.setdefault(store_id, _empty_store(store_id))["in_doubt"] = n
+    failed_by_cause: dict[str | None, int] = {}
+    for terminal_id, cause, n in rows.failed:
+        failed_by_cause[cause] = failed_by_cause.get(cause, 0) + n
+        if terminal_id in store_of:
+            stores[store_of[terminal_id]]["failed_24h"] += n
+    for terminal_id, n in rows.in_doubt:
+        if terminal_id in store_of:
+            stores[store_of[terminal_id]]["in_doubt"] += n
     for row in rows.open_incidents:
         touched = {row["store_id"]} if row["store_id"] else set()
         touched.update(store_of[t] for t in incident_json(row)["terminals"] if t in store_of)
@@ -162,7 +166,7 @@ async def get_fleet(request: web.Request) -> web.Response:
 
     by_cause = dict.fromkeys(CAUSES, 0)
     unattributed = 0
-    for cause, n in rows.failed_by_cause.items():
+    for cause, n in failed_by_cause.items():
         if cause in by_cause:
             by_cause[cause] += n
         else:
@@ -174,11 +178,11 @@ async def get_fleet(request: web.Request) -> web.Response:
             "terminals": terminals,
             "failed_payments": {
                 "since": since,
-                "total": sum(rows.failed_by_cause.values()),
+                "total": sum(failed_by_cause.values()),
                 "by_cause": by_cause,
                 "unattributed": unattributed,
             },
-            "in_doubt": sum(rows.in_doubt_by_store.values()),
+            "in_doubt": sum(n for _, n in rows.in_doubt),
             "open_incidents": len(rows.open_incidents),
             "correlator": await _correlator_status(request.app),
             "stores": ranked[:stores_limit],
