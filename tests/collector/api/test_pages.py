@@ -9,6 +9,7 @@ so rows a running correlator adds are expected too.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -98,9 +99,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             ],
         )
         viewer = create_token(collector.db_path, viewer="pages")
+        _settle(collector.url, viewer)
         yield Site(collector.url, collector.db_path, viewer, now)
     finally:
         collector.stop()
+
+
+def _settle(url: str, viewer: str) -> None:
+    """Wait until a running correlator has read every event (it adds payments from them)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = ok(url, viewer, "fleet")["correlator"]
+        if not status["available"] or (status.get("idle") and not status.get("pending_events")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the correlator did not catch up: {status}")
 
 
 def _db_timeline(site: Site) -> list[str]:
