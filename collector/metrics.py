@@ -58,7 +58,13 @@ READ_TIMEOUT_S: Final = 10.0
 TERMINAL_STATES: Final = ("ok", "warning", "fault", "offline")
 #: the probe roles whose failure puts a terminal in ``fault``
 FAULT_ROLES: Final = ("link", "gateway", "isp", "dns", "acquirer")
-INCIDENT_KINDS: Final = ("payments", "health")
+#: the (kind, cause) pairs exported even at zero: a payment incident has any cause,
+#: a health incident a device or power one (others found in the table are added)
+INCIDENT_SERIES: Final = (
+    *(("payments", c.value) for c in Cause),
+    ("health", Cause.DEVICE.value),
+    ("health", Cause.POWER.value),
+)
 ALERT_CHANNELS: Final = ("webhook", "email")
 PENDING_CAUSE: Final = "pending"
 FAILED_WINDOW: Final = timedelta(hours=24)
@@ -224,7 +230,7 @@ def read_figures(conn: sqlite3.Connection, rules: AttributionSettings, now: date
     for cause, n in conn.execute(_FAILED_SQL, (PENDING_CAUSE, since)):
         failed[str(cause)] = int(n)
     (in_doubt,) = conn.execute(_IN_DOUBT_SQL).fetchone()
-    incidents = {(kind, c.value): 0 for kind in INCIDENT_KINDS for c in Cause}
+    incidents = dict.fromkeys(INCIDENT_SERIES, 0)
     for kind, cause, n in conn.execute(_INCIDENTS_SQL):
         incidents[(str(kind), str(cause))] = int(n)
     pending = dict.fromkeys(ALERT_CHANNELS, 0)
@@ -340,7 +346,7 @@ def correlator_families(app: web.Application) -> list[Family]:
         family = Family(
             "posmon_correlator_attributed_total",
             "counter",
-            "Failed payments the correlator attributed since start-up (revisions included).",
+            "Failed payments the correlator attributed since start-up.",
         )
         family.add(attributed)
         out.append(family)
