@@ -87,15 +87,14 @@ class FleetRows:
     open_incidents: list[Any]
 
 
-# Both read only a partial index and group by terminal (the index holds the primary key);
-# the caller maps terminals to stores. Without INDEXED BY / the unary +, SQLite walks
-# txns_store_ts or txns_ts over every payment of the day to group by store.
+# Both read only a partial covering index (txns_failed_ts, txns_unresolved) and group by
+# terminal; the caller maps terminals to stores.
 _FAILED_BY_TERMINAL = (
-    "SELECT terminal_id, cause, count(*) FROM txns INDEXED BY txns_cause_ts"
+    "SELECT terminal_id, cause, count(*) FROM txns"
     " WHERE failed = 1 AND ts >= ? GROUP BY terminal_id, cause"
 )
 _IN_DOUBT_BY_TERMINAL = (
-    f"SELECT terminal_id, count(*) FROM txns WHERE {UNRESOLVED} GROUP BY +terminal_id"
+    f"SELECT terminal_id, count(*) FROM txns WHERE {UNRESOLVED} GROUP BY terminal_id"
 )
 
 

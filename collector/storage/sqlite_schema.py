@@ -151,6 +151,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX txns_failed_acquirer_ts ON txns (acquirer, ts) WHERE failed = 1",
         "CREATE INDEX txns_cause_ts ON txns (cause, ts) WHERE failed = 1",
         "CREATE INDEX txns_in_doubt_ts ON txns (ts) WHERE in_doubt = 1",
+        # the fleet view and the per-terminal counts read only these partial indexes
+        "CREATE INDEX txns_failed_ts ON txns (ts, cause, terminal_id) WHERE failed = 1",
+        "CREATE INDEX txns_failed_terminal_ts ON txns (terminal_id, ts) WHERE failed = 1",
+        "CREATE INDEX txns_unresolved ON txns (terminal_id)"
+        " WHERE in_doubt = 1 AND resolution IS NULL",
         # incidents: payment incidents (a cause in a scope) and health incidents
         """
         CREATE TABLE incidents (

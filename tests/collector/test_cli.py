@@ -160,16 +160,11 @@ def _posmon(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_people_cli_is_an_honest_placeholder() -> None:
+def test_people_cli_lists_its_commands() -> None:
     shown = _posmon("--help")
     assert shown.returncode == 0
-    text = " ".join(shown.stdout.split())
-    assert "PLACEHOLDER" in text and "arrive with the collector's query API" in text
     for command in ("fleet", "terminal", "txns", "incidents"):
-        done = _posmon(command)
-        assert done.returncode == 2
-        assert "not available yet" in done.stderr
-        assert done.stdout == ""
+        assert command in shown.stdout
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
