@@ -147,9 +147,7 @@ async def reattribute(
             summary.changed += await storage.writer.write(work)
             summary.payments += len(chunk)
             if progress and len(keys) > BATCH:
-                print(
-                    f"reattribute: {summary.payments}/{len(keys)} payments", file=sys.stderr
-                )
+                print(f"reattribute: {summary.payments}/{len(keys)} payments", file=sys.stderr)
         summary.by_cause = await storage.writer.read(lambda conn: _causes(conn, first, last))
     finally:
         await storage.close()
