@@ -40,73 +40,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-import structlog
-
-from protocol import format_datetime
-
-from ..alerts.outbox import enqueue
 from ..settings import CollectorSettings
+from .health import devices_in_trouble, update_health
+from .incident_base import (
+    INCIDENT_COLUMNS,
+    UPS_KINDS,
+    IncidentChanges,
+    IncidentPass,
+    Scope,
+    incident_json,
+    recount,
+    stamp,
+    trouble,
+)
 from .model import IN_DOUBT_ACTION
 
-log = structlog.get_logger("collector.correlate")
-
-#: The ``incidents`` columns :func:`incident_json` reads, in this order:
-#: ``SELECT {INCIDENT_COLUMNS} FROM incidents ...``.
-INCIDENT_COLUMNS: Final = (
-    "id, kind, cause, scope, store_id, acquirer, terminal_id, device, title, action,"
-    " started_at, ended_at, last_seen_at, opened_at, closed_at, terminals, failed_count,"
-    " in_doubt_count"
-)
-
-
-def incident_json(row: Sequence[Any]) -> dict[str, Any]:
-    """An incident as the API and the alerts show it, from a row of :data:`INCIDENT_COLUMNS`."""
-    (
-        incident_id,
-        kind,
-        cause,
-        scope,
-        store_id,
-        acquirer,
-        terminal_id,
-        device,
-        title,
-        action,
-        started_at,
-        ended_at,
-        last_seen_at,
-        opened_at,
-        closed_at,
-        terminals,
-        failed_count,
-        in_doubt_count,
-    ) = row
-    return {
-        "id": int(incident_id),
-        "kind": kind,
-        "cause": cause,
-        "scope": scope,
-        "store_id": store_id,
-        "acquirer": acquirer,
-        "terminal_id": terminal_id,
-        "device": device,
-        "title": title,
-        "action": action,
-        "state": "open" if ended_at is None else "closed",
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "last_seen_at": last_seen_at,
-        "opened_at": opened_at,
-        "closed_at": closed_at,
-        "terminals": list(json.loads(terminals)) if terminals else [],
-        "failed_count": int(failed_count),
-        "in_doubt_count": int(in_doubt_count),
-    }
+__all__ = ["INCIDENT_COLUMNS", "IncidentChanges", "Scope", "incident_json", "update_incidents"]
 
 
 # --- where a failed payment belongs ------------------------------------------------------
@@ -127,21 +81,6 @@ _TITLES: Final[dict[str, str]] = {
     "host": "Terminal {terminal}: POS host starved (CPU, memory or disk)",
     "clock": "Terminal {terminal}: clock wrong",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What makes two failed payments (or two device troubles) the same incident."""
-
-    key: str
-    kind: str  # payments | health
-    cause: str
-    scope: str  # store | acquirer | device | terminal
-    store_id: str | None
-    acquirer: str | None
-    terminal_id: str | None
-    device: str | None
-    title: str
 
 
 def _title(cause: str, **names: str | None) -> str:
@@ -245,165 +184,23 @@ def payment_scope(conn: sqlite3.Connection, txn: _Txn) -> Scope | None:
     )  # fmt: skip
 
 
-# --- opening, closing, counting ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class IncidentChanges:
-    """What a pass did to incidents (for the service's counters and tests)."""
-
-    opened: list[int] = field(default_factory=list)
-    closed: list[int] = field(default_factory=list)
-
-
-def _stamp(value: datetime) -> str:
-    return format_datetime(value)
-
-
-def _fetch(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any]:
-    row = conn.execute(
-        f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
-    ).fetchone()
-    return incident_json(row)
-
-
-def _recount(conn: sqlite3.Connection, incident_id: int) -> int:
-    """Set an incident's counts, terminals and time span from its payments; returns the count.
-
-    Reads through an index that the incident's scope narrows (store, acquirer or
-    terminal, over the incident's time span: its payments all fall in it).
-    """
-    row = conn.execute(
-        "SELECT scope, store_id, acquirer, terminal_id, started_at, last_seen_at, ended_at"
-        " FROM incidents WHERE id = ?",
-        (incident_id,),
-    ).fetchone()
-    scope, store_id, acquirer, terminal_id, started_at, last_seen_at, ended_at = row
-    where, value = {
-        "store": ("store_id = ?", store_id),
-        "acquirer": ("acquirer = ? AND failed = 1", acquirer),
-        "device": ("terminal_id = ?", terminal_id),
-        "terminal": ("terminal_id = ?", terminal_id),
-    }[scope]
-    if scope == "acquirer" and acquirer is None:
-        where = "acquirer IS NULL AND failed = 1 AND ?1 IS NULL"
-    groups = conn.execute(
-        f"SELECT terminal_id, count(*), sum(in_doubt), min(ts), max(ts) FROM txns"
-        f" WHERE {where} AND ts >= ? AND ts <= ? AND incident_id = ? GROUP BY terminal_id",
-        (value, started_at, last_seen_at, incident_id),
-    ).fetchall()
-    total = sum(int(g[1]) for g in groups)
-    in_doubt = sum(int(g[2] or 0) for g in groups)
-    if groups:
-        first = min(g[3] for g in groups)
-        last = max(g[4] for g in groups)
-    else:
-        first, last = started_at, last_seen_at
-    conn.execute(
-        "UPDATE incidents SET failed_count = ?, in_doubt_count = ?, terminals = ?,"
-        " started_at = ?, last_seen_at = ? WHERE id = ?",
-        (total, in_doubt, json.dumps(sorted(g[0] for g in groups)), first, last, incident_id),
-    )
-    del ended_at
-    return total
-
-
 def _incident_action(txn: _Txn) -> str:
     action = (txn.action or "").removeprefix(IN_DOUBT_ACTION).strip()
     return action or "See the evidence of the failed payments."
 
 
-class _Pass:
-    """One pass's view: the collector's settings and clock, and store clocks read once."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, settings: CollectorSettings, now: datetime
-    ) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.now = now
-        self.changes = IncidentChanges()
-        self._store_clock: dict[str, str | None] = {}
-        #: incidents opened in this pass whose "opened" alert is not queued yet
-        self._unannounced: set[int] = set()
-
-    def store_clock(self, store_id: str) -> str | None:
-        """The newest event time received from any terminal of the store."""
-        if store_id not in self._store_clock:
-            row = self.conn.execute(
-                "SELECT max(last_event_ts) FROM terminals WHERE store_id = ?", (store_id,)
-            ).fetchone()
-            self._store_clock[store_id] = row[0]
-        return self._store_clock[store_id]
-
-    def open(self, scope: Scope, action: str, started_at: str, last_seen_at: str,
-             terminals: Sequence[str]) -> int:  # fmt: skip
-        cur = self.conn.execute(
-            "INSERT INTO incidents (key, kind, cause, scope, store_id, acquirer, terminal_id,"
-            " device, title, action, started_at, last_seen_at, opened_at, terminals)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                scope.key, scope.kind, scope.cause, scope.scope, scope.store_id, scope.acquirer,
-                scope.terminal_id, scope.device, scope.title, action, started_at, last_seen_at,
-                _stamp(self.now), json.dumps(sorted(terminals)),
-            ),
-        )  # fmt: skip
-        incident_id = int(cur.lastrowid or 0)
-        self.changes.opened.append(incident_id)
-        self._unannounced.add(incident_id)
-        log.info(
-            "incident_opened",
-            incident_id=incident_id,
-            kind=scope.kind,
-            cause=scope.cause,
-            scope=scope.scope,
-            title=scope.title,
-            started_at=started_at,
-        )
-        return incident_id
-
-    def announce(self) -> None:
-        """Queue the "opened" alerts of the incidents opened in this pass (with their counts)."""
-        for incident_id in sorted(self._unannounced):
-            enqueue(self.conn, self.settings.alerts, _fetch(self.conn, incident_id), "opened",
-                    self.now)  # fmt: skip
-        self._unannounced.clear()
-
-    def close(self, incident_id: int, ended_at: str, reason: str) -> None:
-        if incident_id in self._unannounced:  # opened and closed in one pass: both alerts
-            self._unannounced.discard(incident_id)
-            enqueue(self.conn, self.settings.alerts, _fetch(self.conn, incident_id), "opened",
-                    self.now)  # fmt: skip
-        self.conn.execute(
-            "UPDATE incidents SET ended_at = max(started_at, ?), closed_at = ?"
-            " WHERE id = ? AND ended_at IS NULL",
-            (ended_at, _stamp(self.now), incident_id),
-        )
-        self.changes.closed.append(incident_id)
-        incident = _fetch(self.conn, incident_id)
-        enqueue(self.conn, self.settings.alerts, incident, "closed", self.now)
-        log.info(
-            "incident_closed",
-            incident_id=incident_id,
-            cause=incident["cause"],
-            title=incident["title"],
-            ended_at=incident["ended_at"],
-            reason=reason,
-        )
-
-
 # --- payment incidents -------------------------------------------------------------------
 
 
-def _fleet_wait_over(p: _Pass, txn: _Txn) -> bool:
+def _fleet_wait_over(p: IncidentPass, txn: _Txn) -> bool:
     clock = p.store_clock(txn.store_id)
     if clock is None:
         return False
     due = datetime.fromisoformat(txn.ts) + timedelta(seconds=p.settings.attribution.fleet_window_s)
-    return clock >= _stamp(due)
+    return clock >= stamp(due)
 
 
-def _find_or_open(p: _Pass, scope: Scope, txn: _Txn) -> int:
+def _find_or_open(p: IncidentPass, scope: Scope, txn: _Txn) -> int:
     row = p.conn.execute(
         "SELECT id FROM incidents WHERE key = ? AND ended_at IS NULL", (scope.key,)
     ).fetchone()
@@ -420,7 +217,7 @@ def _find_or_open(p: _Pass, scope: Scope, txn: _Txn) -> int:
     return p.open(scope, _incident_action(txn), txn.ts, txn.ts, [txn.terminal_id])
 
 
-def _place(p: _Pass, keys: Iterable[tuple[str, str]]) -> None:
+def _place(p: IncidentPass, keys: Iterable[tuple[str, str]]) -> None:
     """Put each failed payment into the incident of its cause (or none); counts follow."""
     touched: set[int] = set()
     for key in sorted(set(keys)):
@@ -455,7 +252,7 @@ def _place(p: _Pass, keys: Iterable[tuple[str, str]]) -> None:
         )
         touched.add(incident_id)
     for incident_id in sorted(touched):
-        if _recount(p.conn, incident_id) == 0:
+        if recount(p.conn, incident_id) == 0:
             row = p.conn.execute(
                 "SELECT last_seen_at FROM incidents WHERE id = ? AND ended_at IS NULL",
                 (incident_id,),
@@ -464,9 +261,9 @@ def _place(p: _Pass, keys: Iterable[tuple[str, str]]) -> None:
                 p.close(incident_id, row[0], "no_payments_left")
 
 
-def _waiting(p: _Pass, stores: Iterable[str]) -> list[tuple[str, str]]:
+def _waiting(p: IncidentPass, stores: Iterable[str]) -> list[tuple[str, str]]:
     """Failed payments of these stores still waiting for the fleet window to pass."""
-    floor = _stamp(
+    floor = stamp(
         p.now
         - timedelta(
             seconds=max(p.settings.attribution.revise_horizon_s,
@@ -484,7 +281,7 @@ def _waiting(p: _Pass, stores: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _scope_terminals(p: _Pass, incident: dict[str, Any]) -> list[str]:
+def _scope_terminals(p: IncidentPass, incident: dict[str, Any]) -> list[str]:
     scope = incident["scope"]
     if scope == "store":
         rows = p.conn.execute(
@@ -501,14 +298,11 @@ def _scope_terminals(p: _Pass, incident: dict[str, Any]) -> list[str]:
     return [r[0] for r in rows]
 
 
-_UPS_KINDS: Final = ("megatec_ups", "nut_ups")
-#: UPS flags that mean the store's power failed (``low_battery`` as some drivers spell it)
-POWER_FLAGS: Final = frozenset({"on_battery", "battery_low", "low_battery", "shutdown_active"})
 _PROBE_ROLE: Final = {"link": "link", "gateway": "gateway", "isp": "isp", "dns": "dns",
                       "acquirer_path": "acquirer", "acquirer_outage": "acquirer"}  # fmt: skip
 
 
-def _recovered(p: _Pass, incident: dict[str, Any], terminals: list[str]) -> str | None:
+def _recovered(p: IncidentPass, incident: dict[str, Any], terminals: list[str]) -> str | None:
     """None while the evidence still shows the trouble; else the event time it recovered
     (or the incident's last sign when the state does not say)."""
     cause = incident["cause"]
@@ -532,9 +326,9 @@ def _recovered(p: _Pass, incident: dict[str, Any], terminals: list[str]) -> str 
         rows = p.conn.execute(
             f"SELECT state, flags, since FROM device_state WHERE {in_scope}"
             f" AND device_kind IN (?, ?)",
-            (ids, *_UPS_KINDS),
+            (ids, *UPS_KINDS),
         ).fetchall()
-        if any(_trouble("megatec_ups", state, json.loads(flags)) for state, flags, _ in rows):
+        if any(trouble("megatec_ups", state, json.loads(flags)) for state, flags, _ in rows):
             return None
         return max([last, *(str(since) for _, _, since in rows)])
     if cause == "device":
@@ -576,7 +370,7 @@ def _recovered(p: _Pass, incident: dict[str, Any], terminals: list[str]) -> str 
     return last
 
 
-def _close_payment_incidents(p: _Pass) -> None:
+def _close_payment_incidents(p: IncidentPass) -> None:
     close_after = timedelta(seconds=p.settings.incidents.close_after_s)
     rows = p.conn.execute(
         f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ended_at IS NULL AND kind = 'payments'"
@@ -590,106 +384,12 @@ def _close_payment_incidents(p: _Pass) -> None:
             " WHERE terminal_id IN (SELECT value FROM json_each(?))",
             (json.dumps(terminals),),
         ).fetchone()[0]
-        quiet_until = _stamp(datetime.fromisoformat(incident["last_seen_at"]) + close_after)
+        quiet_until = stamp(datetime.fromisoformat(incident["last_seen_at"]) + close_after)
         if clock is None or clock < quiet_until:
             continue
         ended = _recovered(p, incident, terminals)
         if ended is not None:
             p.close(incident["id"], min(ended, clock), "recovered")
-
-
-# --- health incidents --------------------------------------------------------------------
-
-
-def _trouble(device_kind: str, state: str, flags: Sequence[str]) -> str | None:
-    """The cause of a health incident for a device in this state (None: no trouble)."""
-    if device_kind in _UPS_KINDS and state != "ok" and POWER_FLAGS.intersection(flags):
-        return "power"
-    if state in ("fault", "disconnected"):
-        return "device"
-    return None
-
-
-_HEALTH_ACTIONS: Final[dict[str, str]] = {
-    "escpos_printer": (
-        "Check the receipt printer (paper roll, cover, cable, power). Card payments are not "
-        "affected, but receipts cannot be printed."
-    ),
-    "ecr_pinpad": (
-        "Check the PIN pad (cable, power; reconnect it). Card payments at this till fail "
-        "until it is back."
-    ),
-    "at_modem": (
-        "Check the modem: SIM card inserted and unlocked, antenna, signal, registration with "
-        "the mobile network. Payments over the cellular line fail meanwhile."
-    ),
-}
-_POWER_ACTION = (
-    "The store's mains power failed and the UPS runs on battery: check the mains supply and "
-    "fuses; the tills shut down when the battery is empty."
-)
-
-
-def _health_scope(
-    p: _Pass, terminal_id: str, device: str, device_kind: str, cause: str, reason: str | None
-) -> tuple[Scope, str]:
-    row = p.conn.execute(
-        "SELECT store_id FROM terminals WHERE terminal_id = ?", (terminal_id,)
-    ).fetchone()
-    store_id = row[0] if row is not None else None
-    what = f"UPS {device} on battery or low" if cause == "power" else f"{device} failing"
-    title = f"Terminal {terminal_id}: {what}" + (f" ({reason})" if reason else "")
-    if cause == "power":
-        action = _POWER_ACTION
-    else:
-        action = _HEALTH_ACTIONS.get(
-            device_kind, f"Check the device {device} ({device_kind}) at terminal {terminal_id}."
-        )
-    scope = Scope(
-        f"health:{terminal_id}:{device}", "health", cause, "device", store_id, None,
-        terminal_id, device, title[:300],
-    )  # fmt: skip
-    return scope, action
-
-
-def _update_health(p: _Pass, devices: Iterable[tuple[str, str]]) -> None:
-    open_after = timedelta(seconds=p.settings.incidents.health_open_after_s)
-    for terminal_id, device in sorted(set(devices)):
-        row = p.conn.execute(
-            "SELECT d.device_kind, d.state, d.flags, d.reason, d.since, d.last_ts,"
-            " t.last_event_ts FROM device_state d LEFT JOIN terminals t USING (terminal_id)"
-            " WHERE d.terminal_id = ? AND d.device = ?",
-            (terminal_id, device),
-        ).fetchone()
-        if row is None:
-            continue
-        kind, state, flags, reason, since, last_ts, clock = row
-        cause = _trouble(kind, state, json.loads(flags))
-        key = f"health:{terminal_id}:{device}"
-        current = p.conn.execute(
-            "SELECT id FROM incidents WHERE key = ? AND ended_at IS NULL", (key,)
-        ).fetchone()
-        if cause is None:
-            if current is not None:
-                p.close(int(current[0]), since, "device_ok")
-            continue
-        if current is not None:
-            p.conn.execute(
-                "UPDATE incidents SET last_seen_at = max(last_seen_at, ?) WHERE id = ?",
-                (last_ts, current[0]),
-            )
-            continue
-        due = _stamp(datetime.fromisoformat(since) + open_after)
-        if max(clock or last_ts, last_ts) >= due:
-            scope, action = _health_scope(p, terminal_id, device, kind, cause, reason)
-            p.open(scope, action, since, last_ts, [terminal_id])
-
-
-def _devices_in_trouble(p: _Pass) -> list[tuple[str, str]]:
-    rows = p.conn.execute(
-        "SELECT terminal_id, device FROM device_state WHERE state <> 'ok'"
-    ).fetchall()
-    return [(r[0], r[1]) for r in rows]
 
 
 # --- the entry point ---------------------------------------------------------------------
@@ -710,12 +410,12 @@ def update_incidents(
     (terminal, device) whose state an event touched; ``stores``: the stores
     that sent events (their event time moved on).
     """
-    p = _Pass(conn, settings, now)
+    p = IncidentPass(conn, settings, now)
     _place(p, [*payments, *_waiting(p, stores)])
     devices = set(devices)
     if settings.incidents.health_open_after_s > 0:
-        devices.update(_devices_in_trouble(p))
-    _update_health(p, devices)
+        devices.update(devices_in_trouble(p))
+    update_health(p, devices)
     _close_payment_incidents(p)
     p.announce()
     return p.changes
