@@ -320,12 +320,16 @@ def attribute(
             verdict = local_verdict(conn, txn, settings)
             locals_[key] = (txn, verdict)
             cause = str(verdict.cause)
-            if old is None or old[0] != cause:
+            previous = old[0] if old is not None else None
+            if previous != cause:
                 conn.execute(
                     "UPDATE txns SET local_cause = ? WHERE terminal_id = ? AND txn_id = ?",
                     (cause, *key),
                 )
-                if track and txn.acquirer is not None:
+                # the fleet rule counts stores whose local cause leaves the acquirer as the
+                # suspect: only a change in or out of that set matters to the neighbours
+                counted = (previous in FLEET_CAUSES) != (cause in FLEET_CAUSES)
+                if track and counted and txn.acquirer is not None:
                     moved.append((txn.acquirer, ts_text(txn.ts)))
 
     local(dirty, track=True)
