@@ -29,6 +29,7 @@ from protocol import format_datetime
 from protocol.causes import TECHNICAL_RESPONSE_CODES
 
 from ..settings import AttributionSettings
+from . import evidence
 from .model import TxnRow, Verdict
 from .state import EVIDENCE_KINDS, StoredEvent
 
@@ -188,11 +189,17 @@ def dirty_by_evidence(
     the store's failed payments with ts >= e - after_s and begin <= e + before_s.
     """
     spans: dict[str, tuple[str, str]] = {}
+    restarts: list[StoredEvent] = []
     for ev in events:
         if ev.kind not in EVIDENCE_KINDS:
             continue
         low, high = spans.get(ev.store_id, (ev.ts, ev.ts))
+        if ev.kind == "device_status":  # device states are read further back
+            reach = parse_ts(ev.ts) + timedelta(seconds=evidence.DEVICE_LOOKBACK_S)
+            high = max(high, ts_text(reach))
         spans[ev.store_id] = (min(low, ev.ts), max(high, ev.ts))
+        if _restart_sign(ev):
+            restarts.append(ev)
     if not spans or settings.revise_horizon_s <= 0:
         return set()
     floor = horizon_floor(now, settings)
@@ -206,7 +213,37 @@ def dirty_by_evidence(
             (store_id, max(first, floor), floor, last),
         ).fetchall()
         out.update((t, x) for t, x in rows)
+    # A payment left open by a power cut is recorded right after the agent's restart,
+    # and the rules find the restart and the reboot's host sample by seq, not by time
+    # (the payment is dated at its deadline, long before): a start or host sample
+    # that arrives in a later pass must revisit the payments recorded around it.
+    for ev in restarts:
+        if ev.kind == "agent_event":  # payments recorded just after the start
+            first_seq, last_seq = ev.seq, ev.seq + evidence.RESTART_SEQ_WINDOW
+        else:  # the reboot's host sample: payments recorded between the start and it
+            first_seq = ev.seq - evidence.HOST_AFTER_START_SEQS - evidence.RESTART_SEQ_WINDOW
+            last_seq = ev.seq
+        rows = conn.execute(
+            "SELECT terminal_id, txn_id FROM txns WHERE terminal_id = ? AND agent_id = ?"
+            " AND failed = 1 AND seq BETWEEN ? AND ? AND ts >= ?",
+            (ev.terminal_id, ev.agent_id, first_seq, last_seq, floor),
+        ).fetchall()
+        out.update((t, x) for t, x in rows)
     return out
+
+
+#: a host sample this soon after boot may be the evidence of a reboot
+_FRESH_BOOT_S: Final = 3600.0
+
+
+def _restart_sign(ev: StoredEvent) -> bool:
+    """An agent start, or a host sample taken soon after the host booted."""
+    if ev.kind == "agent_event":
+        return ev.body.get("event") == "start"
+    if ev.kind == "host_sample":
+        uptime = ev.body.get("uptime_s")
+        return isinstance(uptime, int | float) and uptime <= _FRESH_BOOT_S
+    return False
 
 
 def fleet_neighbours(

@@ -138,7 +138,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             local_cause   TEXT,                      -- the cause from this store's evidence only
             cause         TEXT,
             confidence    REAL,
-            evidence      TEXT,                      -- JSON list of {id, kind, ts, what}
+            evidence      TEXT,          -- JSON [{event_id, kind, ts, terminal_id, what}]
             action        TEXT,
             attributed_at TEXT,
             incident_id   INTEGER,
