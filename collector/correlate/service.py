@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -148,6 +148,9 @@ class Correlator:
         self.attributed_total = 0
         self.revised_total = 0
         self.last_error: str | None = None
+        #: called (on the loop) after a pass that opened or closed incidents, which
+        #: queued their alerts: the alert worker's wake-up
+        self.on_incidents: Callable[[], None] | None = None
 
     def wake(self) -> None:
         """Ingest stored new events (an app listener: called on the event loop)."""
@@ -194,6 +197,8 @@ class Correlator:
         self.passes += 1
         self.attributed_total += result.attributed
         self.revised_total += result.revised
+        if (result.opened or result.closed) and self.on_incidents is not None:
+            self.on_incidents()
         return result
 
     async def run(self) -> None:
@@ -261,6 +266,15 @@ def setup(app: web.Application) -> None:
         log.warning("correlator_unavailable", reason="only the SQLite storage is supported")
         return
     correlator = Correlator(storage, app[SETTINGS_KEY])
+
+    def wake_alerts() -> None:
+        from ..alerts import ALERTS_KEY  # set up after us
+
+        worker = app.get(ALERTS_KEY)
+        if worker is not None:
+            worker.wake()
+
+    correlator.on_incidents = wake_alerts
     app[CORRELATOR_KEY] = correlator
     app[LISTENERS_KEY].append(correlator.wake)
     app.cleanup_ctx.append(_correlator_ctx)

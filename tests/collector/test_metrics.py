@@ -158,19 +158,22 @@ def test_correlator_figures_follow_a_payment_through_the_real_correlator(tmp_pat
         assert post_report(collector.url, protocol.encode_report(report), token).status == 200
         deadline = time.monotonic() + 60
         while True:  # the correlator works in the background; wait until it has read it
+            # (one scrape reads the database and the correlator's counters at slightly
+            # different moments, so wait for both to show the payment)
             samples, types = scrape(collector.url)
-            if samples.get(("posmon_correlator_attributed_total", ()), 0) >= 1:
+            failed = {
+                dict(labels)["cause"]: value
+                for (name, labels), value in samples.items()
+                if name == "posmon_failed_payments" and value
+            }
+            attributed = samples.get(("posmon_correlator_attributed_total", ()), 0)
+            if attributed >= 1 and failed and "pending" not in failed:
                 break
             assert time.monotonic() < deadline, samples
             time.sleep(0.1)
         assert types["posmon_correlator_pending_events"] == "gauge"
         assert types["posmon_correlator_attributed"] == "counter"
         assert samples[("posmon_correlator_pending_events", ())] == 0
-        failed = {
-            dict(labels)["cause"]: value
-            for (name, labels), value in samples.items()
-            if name == "posmon_failed_payments" and value
-        }
         assert len(failed) == 1 and "pending" not in failed  # one cause, whichever it is
         assert sum(failed.values()) == 1
         assert samples[("posmon_in_doubt_payments", ())] == 1
