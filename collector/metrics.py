@@ -8,7 +8,7 @@ whatever the fleet's size.
 What is exported, and where it comes from:
 
 - ``posmon_terminals{state}`` gauge — terminals by state (``ok``, ``warning``,
-  ``fault``, ``offline``), by the same rule as the query API (:func:`terminal_state`).
+  ``fault``, ``offline``), by the query API's own rule (:class:`~collector.api.queries.StateRule`).
 - ``posmon_failed_payments{cause,window="24h"}`` gauge — failed payments that
   ended in the last 24 hours, by cause (``pending`` while the correlator has
   not named one yet). A gauge over a window, not a counter: reattribution may
@@ -41,13 +41,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 
 from protocol import format_datetime
 from protocol.causes import Cause
 
 from . import app as collector_app  # a module: app.py imports this one while loading
+from .api.queries import StateRule, terminals_by_state
 from .correlate import service as correlate_service
 from .settings import AttributionSettings
 
@@ -57,7 +57,6 @@ READ_TIMEOUT_S: Final = 10.0
 
 TERMINAL_STATES: Final = ("ok", "warning", "fault", "offline")
 #: the probe roles whose failure puts a terminal in ``fault``
-FAULT_ROLES: Final = ("link", "gateway", "isp", "dns", "acquirer")
 #: the (kind, cause) pairs exported even at zero: a payment incident has any cause,
 #: a health incident a device or power one (others found in the table are added)
 INCIDENT_SERIES: Final = (
@@ -115,59 +114,8 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- the terminal state rule ---------------------------------------------------------------
-
-
-def host_starved(host: Mapping[str, Any] | None, rules: AttributionSettings) -> bool:
-    """Whether a host sample is past the starvation thresholds of ``[attribution]``."""
-    if not host:
-        return False
-    limits = (
-        ("cpu_pct", rules.cpu_starved_pct),
-        ("mem_pct", rules.mem_starved_pct),
-        ("disk_pct", rules.disk_full_pct),
-    )
-    for key, limit in limits:
-        value = host.get(key)
-        if isinstance(value, int | float) and value >= limit:
-            return True
-    return False
-
-
-def terminal_state(
-    *,
-    last_seen: datetime,
-    now: datetime,
-    probe_failing: bool,
-    device_fault: bool,
-    device_warning: bool,
-    starved: bool,
-    offline_after_s: float,
-) -> str:
-    """offline (not heard from), fault (a failing network/acquirer probe or a device in
-    fault or disconnected), warning (a device warning or a starved host), else ok."""
-    if now - last_seen > timedelta(seconds=offline_after_s):
-        return "offline"
-    if probe_failing or device_fault:
-        return "fault"
-    if device_warning or starved:
-        return "warning"
-    return "ok"
-
-
 # --- figures from the database -------------------------------------------------------------
 
-_TERMINALS_SQL = f"""
-SELECT t.last_seen, t.host,
-       EXISTS (SELECT 1 FROM probe_state p
-               WHERE p.terminal_id = t.terminal_id AND p.state = 'fail'
-                 AND p.role IN ({", ".join("?" for _ in FAULT_ROLES)})),
-       EXISTS (SELECT 1 FROM device_state d
-               WHERE d.terminal_id = t.terminal_id AND d.state IN ('fault', 'disconnected')),
-       EXISTS (SELECT 1 FROM device_state d
-               WHERE d.terminal_id = t.terminal_id AND d.state = 'warning')
-FROM terminals t
-"""
 _FAILED_SQL = """
 SELECT coalesce(cause, ?), count(*) FROM txns
 WHERE failed = 1 AND ts >= ? GROUP BY 1
@@ -194,37 +142,10 @@ class DbFigures:
     alerts_failed: dict[str, int]
 
 
-def _parse_time(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _host(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_figures(conn: sqlite3.Connection, rules: AttributionSettings, now: datetime) -> DbFigures:
     """Everything /metrics shows from the database, read in one go."""
     terminals = dict.fromkeys(TERMINAL_STATES, 0)
-    for last_seen, host, probe_failing, device_fault, device_warning in conn.execute(
-        _TERMINALS_SQL, FAULT_ROLES
-    ):
-        state = terminal_state(
-            last_seen=_parse_time(last_seen),
-            now=now,
-            probe_failing=bool(probe_failing),
-            device_fault=bool(device_fault),
-            device_warning=bool(device_warning),
-            starved=host_starved(_host(host), rules),
-            offline_after_s=rules.offline_after_s,
-        )
-        terminals[state] += 1
+    terminals.update(terminals_by_state(conn, StateRule.of(rules, now)))
     failed = dict.fromkeys([*(c.value for c in Cause), PENDING_CAUSE], 0)
     since = format_datetime(now - FAILED_WINDOW)
     for cause, n in conn.execute(_FAILED_SQL, (PENDING_CAUSE, since)):

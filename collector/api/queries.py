@@ -14,9 +14,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from protocol import format_datetime
+
 from ..correlate.incidents import INCIDENT_COLUMNS
+from ..settings import AttributionSettings
 from .params import Key
 
 #: probe roles whose failure makes a terminal "fault" (the collector probe does not)
@@ -32,6 +36,16 @@ class StateRule:
     cpu_pct: float
     mem_pct: float
     disk_pct: float
+
+    @classmethod
+    def of(cls, settings: AttributionSettings, now: datetime) -> StateRule:
+        """The rule of ``[attribution]`` at ``now``."""
+        return cls(
+            offline_before=format_datetime(now - timedelta(seconds=settings.offline_after_s)),
+            cpu_pct=settings.cpu_starved_pct,
+            mem_pct=settings.mem_starved_pct,
+            disk_pct=settings.disk_full_pct,
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -70,6 +84,15 @@ _IN_DOUBT = (
 )
 #: a payment still in doubt: nobody has said how it ended
 UNRESOLVED = "in_doubt = 1 AND resolution IS NULL"
+
+
+def terminals_by_state(conn: sqlite3.Connection, rule: StateRule) -> dict[str, int]:
+    """How many terminals are in each state (states with none are absent)."""
+    rows = conn.execute(
+        f"SELECT state, count(*) FROM (SELECT {_STATE} AS state FROM terminals t) GROUP BY state",
+        rule.params(),
+    ).fetchall()
+    return {str(state): int(n) for state, n in rows}
 
 
 def _all(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:

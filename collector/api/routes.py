@@ -90,13 +90,7 @@ def _now() -> datetime:
 
 
 def _rule(request: web.Request, now: datetime) -> queries.StateRule:
-    att = request.app[SETTINGS_KEY].attribution
-    return queries.StateRule(
-        offline_before=format_datetime(now - timedelta(seconds=att.offline_after_s)),
-        cpu_pct=att.cpu_starved_pct,
-        mem_pct=att.mem_starved_pct,
-        disk_pct=att.disk_full_pct,
-    )
+    return queries.StateRule.of(request.app[SETTINGS_KEY].attribution, now)
 
 
 def _reader(request: web.Request) -> SqliteReader:
