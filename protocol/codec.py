@@ -21,7 +21,7 @@ import orjson
 
 from .compiled import decoder, encoder
 from .errors import ProtocolError
-from .events import EVENT_KINDS, AgentInfo, Event, Report, UnknownEvent
+from .events import EVENT_KINDS, AgentInfo, Event, Report, UnknownEvent, check_backlog
 from .fields import format_datetime, parse_datetime, to_json
 from .version import MINOR, VERSION, parse_version
 
@@ -52,21 +52,33 @@ def encode_event(event: Event) -> bytes:
 
 
 def encode_report_raw(
-    agent: AgentInfo, sent_at: datetime, events: Iterable[bytes], *, v: str = VERSION
+    agent: AgentInfo,
+    sent_at: datetime,
+    events: Iterable[bytes],
+    *,
+    v: str = VERSION,
+    backlog: int | None = None,
 ) -> bytes:
     """A report around events already encoded by :func:`encode_event`.
 
     The agent's uplink sends events straight from its spool this way without
-    decoding them again.
+    decoding them again. ``backlog`` (events still queued behind these) is
+    left out when ``None``.
     """
-    head = _dumps({"v": v, "agent": to_json(agent), "sent_at": format_datetime(sent_at)})
-    return head[:-1] + b',"events":[' + b",".join(events) + b"]}"
+    head: dict[str, Any] = {"v": v, "agent": to_json(agent), "sent_at": format_datetime(sent_at)}
+    if backlog is not None:
+        head["backlog"] = check_backlog(backlog)
+    return _dumps(head)[:-1] + b',"events":[' + b",".join(events) + b"]}"
 
 
 def encode_report(report: Report) -> bytes:
     """A whole report as compact UTF-8 JSON."""
     return encode_report_raw(
-        report.agent, report.sent_at, (encode_event(e) for e in report.events), v=report.v
+        report.agent,
+        report.sent_at,
+        (encode_event(e) for e in report.events),
+        v=report.v,
+        backlog=report.backlog,
     )
 
 
@@ -166,6 +178,7 @@ def decode_report(body: bytes, *, max_events: int = MAX_EVENTS_PER_REPORT) -> Re
     if "sent_at" not in data:
         raise ProtocolError("sent_at: required field is missing", field="sent_at")
     sent_at = parse_datetime(data["sent_at"], "sent_at")
+    backlog = check_backlog(data.get("backlog"))
     raw_events = data.get("events")
     if not isinstance(raw_events, list):
         raise ProtocolError("events: expected an array", field="events")
@@ -191,6 +204,7 @@ def decode_report(body: bytes, *, max_events: int = MAX_EVENTS_PER_REPORT) -> Re
     object.__setattr__(report, "agent", agent)
     object.__setattr__(report, "sent_at", sent_at)
     object.__setattr__(report, "events", tuple(events))
+    object.__setattr__(report, "backlog", backlog)
     return report
 
 

@@ -1,7 +1,8 @@
 """The typed, immutable structures of wire protocol v1.
 
 A report is ``{v, agent: {id, terminal_id, store_id, version}, sent_at,
-events: [...]}``; every event carries ``seq`` (per agent, strictly
+events: [...], backlog}`` (``backlog``, optional, is a compatible extension
+of v1: see :class:`Report`); every event carries ``seq`` (per agent, strictly
 increasing, never reused), ``ts`` (UTC) and ``kind``.
 
 Every type validates when built and raises :class:`ProtocolError` naming the
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 
 from .errors import ProtocolError
-from .fields import Scalar, bounds, normalise, parse_datetime
+from .fields import FieldSpec, Scalar, bounds, normalise, parse_datetime, specs
 from .version import VERSION, parse_version
 
 Role = Literal["link", "gateway", "dns", "isp", "acquirer", "collector"]
@@ -238,6 +239,13 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 EVENT_KINDS: Mapping[str, type[Event]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 
+#: What ``backlog`` means, for the schema and the docs.
+BACKLOG_DOC = (
+    "events still in the agent's spool after this report's events (optional; "
+    "a v1 extension: absent from older agents)"
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """What an agent uploads: its identity and a batch of events."""
@@ -246,10 +254,14 @@ class Report:
     agent: AgentInfo
     sent_at: datetime
     events: tuple[Event, ...] = ()
+    #: how many events the agent still holds queued behind this batch;
+    #: ``None`` when the sender does not say (agents older than this field)
+    backlog: int | None = field(default=None, metadata=bounds(min=0, max=SEQ_MAX, doc=BACKLOG_DOC))
 
     def __post_init__(self) -> None:
         parse_version(self.v)
         object.__setattr__(self, "sent_at", parse_datetime(self.sent_at, "sent_at"))
+        object.__setattr__(self, "backlog", check_backlog(self.backlog))
         if not isinstance(self.agent, AgentInfo):
             raise ProtocolError("agent: expected AgentInfo", field="agent")
         events = tuple(self.events)
@@ -257,3 +269,13 @@ class Report:
             if not isinstance(ev, Event):
                 raise ProtocolError(f"events[{i}]: expected an event", field=f"events[{i}]")
         object.__setattr__(self, "events", events)
+
+
+#: The spec of ``Report.backlog``: one description for the constructor, the decoders and the schema.
+BACKLOG_SPEC: FieldSpec = next(s for s in specs(Report) if s.name == "backlog")
+
+
+def check_backlog(value: object) -> int | None:
+    """A report's ``backlog``: ``None`` (not sent) or an integer from 0 to 2⁶³−1."""
+    result: int | None = BACKLOG_SPEC.convert(value, "backlog")
+    return result

@@ -30,7 +30,7 @@ import msgspec
 
 from .codec import MAX_EVENTS_PER_REPORT, decode_report, encode_event
 from .errors import ProtocolError
-from .events import EVENT_TYPES, AgentInfo, ProbeWindow, Report, Txn
+from .events import BACKLOG_SPEC, EVENT_TYPES, AgentInfo, ProbeWindow, Report, Txn
 from .fields import (
     DEFAULT_MAX_STR,
     INT_MAX,
@@ -54,10 +54,12 @@ class WireEvent(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class WireReport:
-    """A validated report: who sent it and its events, in the order sent."""
+    """A validated report: who sent it, its events in the order sent, and
+    how many events the agent still has queued (``None``: not said)."""
 
     agent: AgentInfo
     events: tuple[WireEvent, ...]
+    backlog: int | None = None
 
 
 _CANONICAL_TS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"
@@ -138,6 +140,7 @@ _REPORT_STRUCT = msgspec.defstruct(
         ("agent", _AGENT_STRUCT),
         ("sent_at", Annotated[str, msgspec.Meta(pattern=_CANONICAL_TS)]),
         ("events", list[Union[_EVENT_STRUCTS]]),  # type: ignore[valid-type]  # noqa: UP007
+        ("backlog", _wire_type(BACKLOG_SPEC.tp, BACKLOG_SPEC.meta), None),
     ],
 )
 _DECODER = msgspec.json.Decoder(_REPORT_STRUCT)
@@ -197,7 +200,7 @@ def _fast(raw: bytes, max_events: int) -> WireReport:
                 raise _Refused
         body = _ENCODER.encode(event)
         events.append(WireEvent(event.seq, _KIND_OF[kind], event.ts, body))
-    return WireReport(agent, tuple(events))
+    return WireReport(agent, tuple(events), report.backlog)
 
 
 def decode_report_rows(raw: bytes, *, max_events: int = MAX_EVENTS_PER_REPORT) -> WireReport:
@@ -216,7 +219,7 @@ def decode_report_rows(raw: bytes, *, max_events: int = MAX_EVENTS_PER_REPORT) -
 def wire_report(report: Report) -> WireReport:
     """The rows of a typed report (the reference path, and for tests)."""
     rows = (WireEvent(e.seq, e.kind, format_datetime(e.ts), encode_event(e)) for e in report.events)
-    return WireReport(report.agent, tuple(rows))
+    return WireReport(report.agent, tuple(rows), report.backlog)
 
 
 __all__ = ["ProtocolError", "WireEvent", "WireReport", "decode_report_rows", "wire_report"]

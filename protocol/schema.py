@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from .events import EVENT_TYPES, AgentInfo, Event, Report
+from .events import BACKLOG_SPEC, EVENT_TYPES, AgentInfo, Event, Report
 from .fields import DEFAULT_MAX_STR, MAX_ITEMS, MAX_KEY_LEN, specs
 from .version import MAJOR
 
@@ -113,6 +113,7 @@ def build_schema() -> dict[str, Any]:
                 "type": "array",
                 "items": {"oneOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in EVENT_TYPES]},
             },
+            "backlog": _type_schema(BACKLOG_SPEC.tp, BACKLOG_SPEC.meta),
         },
         "required": ["v", "agent", "sent_at", "events"],
         "additionalProperties": True,

@@ -301,6 +301,7 @@ def reports(draw: st.DrawFn, *, max_events: int = 6, unknown: bool = False) -> R
         agent=draw(instances(AgentInfo)),
         sent_at=draw(aware_datetimes),
         events=tuple(evs),
+        backlog=draw(st.none() | st.integers(min_value=0, max_value=SEQ_MAX)),
     )
 
 
@@ -520,7 +521,7 @@ def wire_type_at(tree: dict[str, Any], path: tuple[str | int, ...]) -> type | No
 
 def field_names(cls: type | None) -> set[str]:
     if cls is None:
-        return {"v", "agent", "sent_at", "events"}
+        return {"v", "agent", "sent_at", "events", "backlog"}
     names = {s.name for s in specs(cls)}
     if issubclass(cls, Event):
         names.add("kind")

@@ -56,6 +56,7 @@ def assert_agrees(raw: bytes) -> str:
             f"fast path accepted what the reference refuses: {expected}"
         )
         assert fast.agent == expected.agent
+        assert fast.backlog == expected.backlog
         assert [(e.seq, e.kind, e.ts) for e in fast.events] == [
             (e.seq, e.kind, e.ts) for e in wire_report(expected).events
         ]

@@ -90,7 +90,12 @@ def test_report_with_unknown_kinds_round_trips(report: Report) -> None:
 @given(report=reports())
 @BIG
 def test_raw_encoding_of_spooled_events_equals_encode_report(report: Report) -> None:
-    raw = encode_report_raw(report.agent, report.sent_at, [encode_event(e) for e in report.events])
+    raw = encode_report_raw(
+        report.agent,
+        report.sent_at,
+        [encode_event(e) for e in report.events],
+        backlog=report.backlog,
+    )
     assert raw == encode_report(report)
     assert decode_report(raw) == report
 

@@ -81,6 +81,11 @@ TYPE_ERRORS = [
     ("events.4.in_doubt", 1),
     ("events.5.details", None),
     ("events.5.event", "x" * 65),
+    ("backlog", -1),
+    ("backlog", "3"),
+    ("backlog", 1.5),
+    ("backlog", True),
+    ("backlog", 2**63),
 ]
 
 
