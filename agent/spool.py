@@ -99,10 +99,15 @@ class SpoolFull(SpoolError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Batch:
-    """Events taken from the head of the spool, in seq order."""
+    """Events taken from the head of the spool, in seq order.
+
+    ``remaining`` is how many events the spool held besides these when the
+    batch was taken: the report's ``backlog``.
+    """
 
     seqs: tuple[int, ...]
     bodies: tuple[bytes, ...]
+    remaining: int = 0
 
     @property
     def size(self) -> int:
@@ -165,6 +170,7 @@ class Spool:
         self._now = clock
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
+        self._queued = 0
         self._next_seq = 1
         self.agent_id = ""
 
@@ -200,6 +206,7 @@ class Spool:
                 self._next_seq = int(self._meta("next_seq") or "1")
             self._bytes = int(self._q("SELECT total(length(body)) FROM events")[0][0])
             self._bytes += int(self._q("SELECT total(length(body)) FROM quarantine")[0][0])
+            self._queued = self.depth()
         except (sqlite3.Error, OSError) as err:
             raise SpoolError(f"{self.path}: cannot open spool: {err}") from err
 
@@ -298,6 +305,7 @@ class Spool:
             self._set_meta("next_seq", str(seq))
         self._next_seq = seq
         self._bytes += added
+        self._queued += len(rows)
         return tuple(r[0] for r in rows)
 
     def ack(self, seqs: Iterable[int]) -> int:
@@ -314,12 +322,13 @@ class Spool:
                         removed += 1
         except sqlite3.Error as err:
             raise SpoolError(f"{self.path}: ack failed: {err}") from err
+        self._queued -= removed
         return removed
 
     def quarantine(self, seqs: Iterable[int], *, status: int, reason: str) -> int:
         """Move events the collector refused as malformed out of the queue."""
         seq_list = list(seqs)
-        moved = 0
+        moved = left = 0
         try:
             with self._tx():
                 for chunk in _chunks(seq_list, 500):
@@ -330,10 +339,13 @@ class Spool:
                         f"SELECT seq, kind, body, ?, ?, ? FROM events WHERE seq IN ({marks})",
                         (status, reason[:1000], self._now(), *chunk),
                     ).rowcount
-                    self._conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)
+                    left += self._conn.execute(
+                        f"DELETE FROM events WHERE seq IN ({marks})", chunk
+                    ).rowcount
                 self._bump("quarantined_total", moved)
         except sqlite3.Error as err:
             raise SpoolError(f"{self.path}: quarantine failed: {err}") from err
+        self._queued -= left
         return moved
 
     # -- reading ----------------------------------------------------------
@@ -354,10 +366,16 @@ class Spool:
                 size += len(body)
         except sqlite3.Error as err:
             raise SpoolError(f"{self.path}: read failed: {err}") from err
-        return Batch(tuple(seqs), tuple(bodies))
+        return Batch(tuple(seqs), tuple(bodies), remaining=max(0, self._queued - len(seqs)))
 
     def depth(self) -> int:
+        """Events queued, counted in the database (a scan: see :attr:`queued`)."""
         return int(self._q("SELECT count(*) FROM events")[0][0])
+
+    @property
+    def queued(self) -> int:
+        """Events queued, kept in memory as events come and go (no scan)."""
+        return self._queued
 
     @property
     def stored_bytes(self) -> int:
@@ -445,6 +463,7 @@ class Spool:
             ):
                 dropped[kind] += 1
                 self._bytes -= size
+                self._queued -= 1
             for kind, size in self._conn.execute(
                 "DELETE FROM quarantine WHERE quarantined_at < ? RETURNING kind, length(body)",
                 (cutoff,),
@@ -484,6 +503,8 @@ class Spool:
                     ):
                         chunk[prefix + kind] += 1
                         self._bytes -= size
+                        if table == "events":
+                            self._queued -= 1
                     self._count_drops(chunk)
                 dropped.update(chunk)
         return dict(dropped)
@@ -500,6 +521,7 @@ class Spool:
                 ):
                     dropped[kind] += 1
                     self._bytes -= size
+                    self._queued -= 1
                 self._count_drops(dropped)
         except sqlite3.Error as err:
             raise SpoolFull(f"{self.path}: disk full and nothing to shed: {err}") from err

@@ -1,7 +1,8 @@
 """The uplink: moves events from the spool to the collector, losing nothing.
 
 One loop: take the oldest batch (bounded in events and bytes), send it
-gzip-compressed with the agent's bearer token, and delete from the spool
+gzip-compressed with the agent's bearer token, with the number of events
+still queued behind it (the report's ``backlog``), and delete from the spool
 only the seqs the collector acknowledged. What the collector answers
 decides what happens next (DESIGN.md, reliability rules):
 
@@ -188,7 +189,10 @@ class Uplink:
         return outcome
 
     async def _send(self, batch: Batch) -> Outcome:
-        body = gzip_body(encode_report_raw(self.agent, datetime.now(UTC), batch.bodies))
+        raw = encode_report_raw(
+            self.agent, datetime.now(UTC), batch.bodies, backlog=batch.remaining
+        )
+        body = gzip_body(raw)
         headers = {
             "Authorization": f"Bearer {self.link.token}",
             "Content-Type": "application/json",

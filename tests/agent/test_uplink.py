@@ -129,6 +129,36 @@ async def test_sends_gzip_batches_with_token_and_deletes_what_was_acked(
     assert uplink.status.state == "ok" and uplink.status.uploaded_events == 120
 
 
+async def test_each_report_says_how_many_events_stay_queued_behind_it(
+    server: tuple[Scripted, str], spool: Spool
+) -> None:
+    scripted, url = server
+    spool.append([host(i) for i in range(120)])
+    await drain(make_uplink(spool, url))
+    assert [r["report"].backlog for r in scripted.requests] == [70, 20, 0]
+
+
+async def test_backlog_counts_what_the_collector_kept_back_and_a_smaller_batch(
+    server: tuple[Scripted, str], spool: Spool
+) -> None:
+    scripted, url = server
+    answers = iter(
+        [
+            (413, {"error": "too large"}),  # the batch halves: 15 sent, 15 behind
+            (200, {"acked": list(range(1, 11))}),  # 5 of those 15 not acknowledged
+        ]
+    )
+    scripted.answer = lambda report: next(answers, None) or ack_all(report)
+    spool.append([host(i) for i in range(30)])
+    uplink = make_uplink(spool, url)
+    await drain(uplink)  # stops at the partial acknowledgement (it backs off)
+    await drain(uplink)
+    backlogs = [(len(r["report"].events), r["report"].backlog) for r in scripted.requests]
+    # the 5 kept back go again, at the head of the queue
+    assert backlogs == [(30, 0), (15, 15), (15, 5), (5, 0)]
+    assert spool.depth() == 0
+
+
 async def test_batches_are_bounded_in_bytes(server: tuple[Scripted, str], spool: Spool) -> None:
     scripted, url = server
     spool.append([host(i) for i in range(30)])
