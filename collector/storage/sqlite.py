@@ -4,7 +4,9 @@ Durability first: WAL with ``synchronous=FULL``, and a report is acknowledged
 only after the transaction holding its events committed. All SQL runs in the
 one thread of :class:`~.sqlite_writer.SqliteWriter`, which commits the reports
 that arrive together in one transaction (group commit). Event rows are built
-on the caller's side, so the writer thread only executes SQL.
+on the caller's side, so the writer thread only executes SQL. The terminal's
+row is kept in the same transaction: last seen, agent version, and the spool
+backlog its agent reported (``terminals.spool_backlog``).
 
 Tokens are kept as the sha256 of the token. Lookups are cached in memory (the
 table is tiny); a miss goes to the database, so a token created meanwhile by
@@ -36,13 +38,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (agent_id, seq) DO NOTHING
 """
 _INSERT_TERMINAL = """
-INSERT INTO terminals (terminal_id, store_id, agent_id, agent_version, first_seen, last_seen)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO terminals
+    (terminal_id, store_id, agent_id, agent_version, first_seen, last_seen, spool_backlog)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (terminal_id) DO NOTHING
 """
+# spool_backlog: the report's backlog; a report without one (an older agent) leaves it as it was
 _UPDATE_TERMINAL = """
 UPDATE terminals
-SET store_id = ?, agent_id = ?, agent_version = ?, last_seen = max(last_seen, ?)
+SET store_id = ?, agent_id = ?, agent_version = ?, last_seen = max(last_seen, ?),
+    spool_backlog = coalesce(?, spool_backlog)
 WHERE terminal_id = ?
 """
 _TOKEN_COLUMNS = "kind, terminal_id, store_id, name"
@@ -110,6 +115,7 @@ class SqliteStorage:
             for ev in report.events
         ]
         terminal = (agent.terminal_id, agent.store_id, agent.id, agent.version, received)
+        backlog = report.backlog
 
         def write(conn: sqlite3.Connection) -> _Written:
             stored = conn.executemany(_INSERT_EVENT, rows).rowcount if rows else 0
@@ -120,10 +126,13 @@ class SqliteStorage:
             ).fetchone()
             if previous is None:
                 conn.execute(
-                    _INSERT_TERMINAL, (terminal_id, store_id, agent_id, version, seen, seen)
+                    _INSERT_TERMINAL,
+                    (terminal_id, store_id, agent_id, version, seen, seen, backlog),
                 )
             else:
-                conn.execute(_UPDATE_TERMINAL, (store_id, agent_id, version, seen, terminal_id))
+                conn.execute(
+                    _UPDATE_TERMINAL, (store_id, agent_id, version, seen, backlog, terminal_id)
+                )
             return _Written(max(stored, 0), previous is None, previous)
 
         written = await self._writer.write(write)

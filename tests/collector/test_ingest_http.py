@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections.abc import Callable
@@ -90,6 +91,35 @@ def test_gzip_report_is_accepted(collector: CollectorProc) -> None:
     assert count(collector.db_path, "events") == 50
 
 
+def test_the_reported_backlog_is_kept_per_terminal(collector: CollectorProc) -> None:
+    token = _agent_token(collector)
+
+    def post(seqs: list[int], backlog: int | None) -> None:
+        report = dataclasses.replace(make_report(seqs), backlog=backlog)
+        reply = post_report(
+            collector.url,
+            protocol.gzip_body(protocol.encode_report(report)),
+            token,
+            **{"Content-Encoding": "gzip"},
+        )
+        assert reply.status == 200, reply.body
+
+    def stored() -> Any:
+        return rows(collector.db_path, "SELECT spool_backlog FROM terminals")[0][0]
+
+    post([1, 2], None)  # an agent from before backlog: nothing said, nothing stored
+    assert stored() is None
+    post([3, 4], 250)
+    assert stored() == 250
+    post([5, 6], 0)
+    assert stored() == 0
+    post([7], None)  # an older agent again (a downgrade): the last figure stays
+    assert stored() == 0
+    post([8], 9)
+    assert stored() == 9
+    assert count(collector.db_path, "events") == 8
+
+
 def test_empty_report_checks_the_token_and_touches_last_seen(collector: CollectorProc) -> None:
     token = _agent_token(collector)
     post_report(collector.url, protocol.encode_report(make_report([1])), token)
@@ -144,6 +174,13 @@ def _drop_terminal(data: dict[str, Any]) -> None:
     del data["agent"]["terminal_id"]
 
 
+def _backlog(value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        data["backlog"] = value
+
+    return change
+
+
 def _gzip_bomb() -> bytes:
     return gzip.compress(b" " * (9 * MiB), compresslevel=9)
 
@@ -154,6 +191,9 @@ BAD = {
     "wrong-type": Bad(_with(_set_seq), "agent", 400, "events[0].seq", field="events[0].seq"),
     "missing-field": Bad(_with(_drop_terminal), "agent", 400, "terminal_id"),
     "unknown-major": Bad(_with(_set_major), "agent", 400, "speaks 1.x", field="v"),
+    "negative-backlog": Bad(_with(_backlog(-1)), "agent", 400, "minimum 0", field="backlog"),
+    "string-backlog": Bad(_with(_backlog("5")), "agent", 400, "integer", field="backlog"),
+    "float-backlog": Bad(_with(_backlog(2.5)), "agent", 400, "integer", field="backlog"),
     "gzip-bomb": Bad(_gzip_bomb, "agent", 413, "inflates", headers=(("Content-Encoding", "gzip"),)),
     "bad-gzip": Bad(_valid, "agent", 400, "gzip", headers=(("Content-Encoding", "gzip"),)),
     "unsupported-encoding": Bad(_valid, "agent", 415, "br", headers=(("Content-Encoding", "br"),)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -114,6 +115,29 @@ async def test_terminal_row_follows_the_agent(storage: SqliteStorage, tmp_path: 
     assert second[0] == "0.2.0"
     assert second[1] == first[1]
     assert second[2] > first[2]
+
+
+async def test_the_backlog_goes_into_the_terminal_row(
+    storage: SqliteStorage, tmp_path: Path
+) -> None:
+    db = tmp_path / "collector.db"
+
+    def report(seqs: list[int], backlog: int | None, terminal: str = "T-1") -> WireReport:
+        typed = make_typed_report(seqs, terminal_id=terminal, agent_id=f"agent-{terminal}")
+        return wire_report(dataclasses.replace(typed, backlog=backlog))
+
+    def backlogs() -> dict[str, int | None]:
+        return dict(rows(db, "SELECT terminal_id, spool_backlog FROM terminals"))
+
+    await storage.ingest(AGENT, report([1, 2], 40))  # a new terminal
+    await storage.ingest(TokenInfo("agent", "T-2", "S-1"), report([1], None, "T-2"))
+    assert backlogs() == {"T-1": 40, "T-2": None}  # an old agent: nothing said
+    await storage.ingest(AGENT, report([1, 2], 38))  # a resend: all duplicates, still news
+    await storage.ingest(AGENT, report([], None))  # an old agent's sign of life
+    assert backlogs() == {"T-1": 38, "T-2": None}
+    await storage.ingest(AGENT, report([3], 0))
+    await storage.ingest(TokenInfo("agent", "T-2", "S-1"), report([2], 5, "T-2"))
+    assert backlogs() == {"T-1": 0, "T-2": 5}
 
 
 async def test_ingest_refuses_a_token_for_another_terminal(storage: SqliteStorage) -> None:
