@@ -1,6 +1,16 @@
-"""``make demo``: a collector and one agent on this machine, events arriving live.
+"""``make demo``: why did these payments fail? A simulated fleet, then one live agent.
 
-Starts a collector on SQLite in a temporary directory, creates a token,
+Starts a collector on SQLite in a temporary directory. First (unless
+``--no-fleet``) it plays the shipped ``mixed`` scenario through the real ingest
+API with ``posmon-collector simulate-fleet``: 12 stores × 2 terminals over 3
+hours of simulated time, with every kind of fault (ISP down, router down, weak
+Wi-Fi, DNS broken, an acquirer outage across several stores, a store that
+cannot reach one acquirer, a PIN pad unplugged, a power cut, a skewed clock, a
+starved host). It prints how many failed payments the collector named right,
+then what the ``posmon`` CLI shows a technician: the incidents, payments in
+doubt and one terminal.
+
+Then it creates an agent token,
 starts a receipt-printer simulator on a pty and one agent (host samples every
 2 s, the default network probes every second in 5-second windows, the
 printer polled every second while the demo runs it out of paper and back,
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -112,9 +123,45 @@ def _printer_state(db_path: Path) -> str | None:
     return f"{body['state']}{reason}"
 
 
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a posmon command as a user would, showing its output; fail the demo if it fails."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    sys.stdout.write(done.stdout)
+    if done.returncode != 0:
+        raise SystemExit(f"demo: {' '.join(cmd[2:5])} failed ({done.returncode}):\n{done.stderr}")
+
+
+def _fleet(py: str, url: str, db: Path) -> None:
+    """Play the mixed scenario, score it, and show what the CLI tells a technician."""
+    print("fleet      posting 3 simulated hours of 12 stores × 2 terminals with every fault")
+    print("           kind (posmon-collector simulate-fleet --scenario mixed --score) …")
+    _run([py, "-m", "collector", "simulate-fleet", "--url", url, "--db", str(db),
+          "--scenario", "mixed", "--seed", "3", "--score", "--quiet"])  # fmt: skip
+    out = subprocess.run(
+        [py, "-m", "collector", "token", "create", "--db", str(db), "--viewer", "demo"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    env = {**os.environ, "POSMON_URL": url, "POSMON_TOKEN": out.stdout.strip().splitlines()[-1]}
+    posmon = [py, "-c", "import sys; from collector.people_cli import main; sys.exit(main())"]
+    for title, args in (
+        ("incidents (posmon incidents --all)", ["incidents", "--all"]),
+        (
+            "payments in doubt (posmon txns --in-doubt --limit 5)",
+            ["txns", "--in-doubt", "--limit", "5"],
+        ),
+        ("one terminal (posmon terminal S008-T1)", ["terminal", "S008-T1"]),
+    ):
+        print(f"\n--- {title}")
+        _run([*posmon, *args], env=env)
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
+    parser.add_argument(
+        "--no-fleet", action="store_true", help="skip the simulated fleet; only the live agent"
+    )
     args = parser.parse_args(argv)
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="posmon-demo-") as tmp:
@@ -132,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 "url"
             ]
             print(f"collector  {url}  (SQLite {db})")
+            if not args.no_fleet:
+                _fleet(py, url, db)
             out = subprocess.run(
                 [py, "-m", "collector", "token", "create", "--db", str(db),
                  "--terminal", "T-DEMO-01", "--store", "S-DEMO"],

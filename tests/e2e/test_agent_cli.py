@@ -107,12 +107,18 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     assert top.returncode == 0 and "check-config" in top.stdout
 
 
-def test_the_demo_shows_events_arriving_and_cleans_up() -> None:
+def test_the_demo_names_the_causes_then_shows_events_arriving_and_cleans_up() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "collector.demo", "--seconds", "6"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    # the fleet part: the score table, then what the posmon CLI shows
+    overall = re.search(r"^all\s+(\d+)\s+(\d+)\s+([\d.]+)%", done.stdout, re.M)
+    assert overall is not None, done.stdout
+    assert int(overall.group(1)) > 100 and float(overall.group(3)) >= 95.0
+    assert re.search(r"CLOSED .* payments\s+acquirer_outage\s+acquirer acquirer-a", done.stdout)
+    assert "IN DOUBT" in done.stdout and "Terminal S008-T1 in store S008" in done.stdout
     counts = [int(m) for m in re.findall(r"stored\s+(\d+) events", done.stdout)]
     assert len(counts) >= 4 and counts[-1] > counts[0] >= 0
     assert "txn" in done.stdout and "host_sample" in done.stdout
