@@ -36,6 +36,7 @@ from protocol.events import Role
 from protocol.fields import Scalar
 
 from . import faults as fx
+from .noise import TerminalNoise
 from .payments import make_payment
 from .plan import Fault, Plan
 from .records import PaymentRecord, Pending, utc
@@ -95,6 +96,9 @@ class TerminalSim:
         self.terminal = terminal
         self.run_id = run_id
         self.rng = random.Random(f"{seed}:{terminal}")
+        self.noise = TerminalNoise(
+            scenario.noise, plan, store, terminal, random.Random(f"{seed}:{terminal}:noise")
+        )
         agent_id = f"sim-{run_id}-{terminal}".lower()
         self.info = AgentInfo(id=agent_id, terminal_id=terminal, store_id=store, version=version)
         self.faults = plan.faults_of(store, terminal)
@@ -153,6 +157,9 @@ class TerminalSim:
         self._push(
             t + self.rng.expovariate(self.rate_per_s) if self.rate_per_s else 1e18, "payment", None
         )
+        lossy_in = self.noise.next_lossy_in()
+        if lossy_in is not None:
+            self._push(t + lossy_in, "lossy", None)
 
     def advance(self, until: datetime) -> None:
         """Run every action due up to ``until`` (inclusive)."""
@@ -213,7 +220,10 @@ class TerminalSim:
         """Move everything spooled into reports (batches of at most 500 events)."""
         while self.spool:
             batch, self.spool = self.spool[:BATCH_MAX_EVENTS], self.spool[BATCH_MAX_EVENTS:]
-            self.outbox.append(_report(self.info, utc(t), batch, backlog=len(self.spool)))
+            report = _report(self.info, utc(t), batch, backlog=len(self.spool))
+            self.outbox.append(report)
+            if self.noise.duplicate():  # the acknowledgement was lost: the agent sends it again
+                self.outbox.append(report)
 
     def take_reports(self) -> list[Report]:
         out, self.outbox = self.outbox, []
@@ -231,6 +241,9 @@ class TerminalSim:
             effect = fx.attempt_effect(spec, fault) or effect
         rng = self.rng
         extras: dict[str, Scalar] = _base_extras(spec, rng)
+        base_offset = extras.get("clock_offset_ms")
+        if isinstance(base_offset, float):
+            extras["clock_offset_ms"] = self.noise.ntp_offset_ms(base_offset)
         if effect is not None:
             extras.update(effect.extras)
         if effect is not None and rng.random() < effect.fail_p:
@@ -240,7 +253,10 @@ class TerminalSim:
             if spec.rtt_ms is not None:
                 factor = effect.rtt_factor if effect is not None else 1.0
                 rtt = spec.rtt_ms * factor * rng.lognormvariate(0, 0.25)
+                rtt *= self.noise.rtt_factor(spec)
             result = ProbeResult(ok=True, rtt_ms=rtt, extras=extras)
+            if self.noise.attempt_lost(index):
+                result = ProbeResult(ok=False, error=self.noise.error_of(spec), extras=extras)
         run.window.add(result)
         flip = run.debounce.feed(result.ok, result.error, at)
         if flip is not None:
@@ -252,6 +268,13 @@ class TerminalSim:
                     error=flip.error,
                 ),
             )  # fmt: skip
+
+    def _lossy(self, t: float, arg: Any) -> None:
+        """Noise: one probe loses some attempts of its next window."""
+        lossy_in = self.noise.next_lossy_in()
+        if lossy_in is not None:
+            self._push(t + lossy_in, "lossy", None)
+        self.noise.start_lossy(len(self.probes))
 
     def _window(self, t: float, arg: Any) -> None:
         self._push(t + WINDOW_S, "window", None)
@@ -275,6 +298,9 @@ class TerminalSim:
             cpu, mem, load = rng.uniform(97, 100), rng.uniform(96, 98.5), rng.uniform(6, 11)
         else:
             cpu, mem, load = rng.uniform(3, 25), rng.uniform(38, 60), rng.uniform(0.1, 0.9)
+            spike = self.noise.cpu_spike()
+            if spike is not None:
+                cpu, load = spike, load + 2.5
         self._record(
             t,
             HostSample(
@@ -291,7 +317,7 @@ class TerminalSim:
         at = utc(t)
         readings = {
             "pinpad": ("ecr_pinpad", fx.pinpad_reading(self.faults, at)),
-            "printer": ("escpos_printer", fx.OK),
+            "printer": ("escpos_printer", self.noise.printer(at)),
             "ups": ("megatec_ups", fx.ups_reading(self.faults, at)),
         }
         for name, (kind, reading) in readings.items():

@@ -29,6 +29,10 @@ clock_skewed                  NTP fails ``clock_offset`` (offset in extras); TLS
 host_starved                  host samples at ~100 % CPU and ~97 % memory; payments time
                               out; probes mostly fine
 ============================  ===========================================================
+
+Any fault with ``hold_uploads = true`` also cuts its stores off from the
+collector alone (a proxy or firewall in front of it): the collector probe
+times out and reports wait in the spool until the fault ends.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def uploads_blocked(faults: Iterable[Fault], at: datetime) -> bool:
     for fault in active(faults, at):
         if fault.kind in ("router_down", "isp_down") or dark(fault, at):
             return True
+        if fault.spec.hold_uploads:
+            return True
         if fault.kind == "wifi_weak" and fault.spec.severity == "bad":
             return True
     return False
@@ -104,6 +110,13 @@ def _wan(probe: ProbeDef, error: str, gateway_error: str | None) -> AttemptEffec
 
 def attempt_effect(probe: ProbeDef, fault: Fault) -> AttemptEffect | None:
     """What ``fault`` does to one attempt of ``probe`` (None: nothing)."""
+    effect = _kind_effect(probe, fault)
+    if effect is None and fault.spec.hold_uploads and probe.role == "collector":
+        return AttemptEffect(1.0, ("timeout",))  # the collector cannot be reached from here
+    return effect
+
+
+def _kind_effect(probe: ProbeDef, fault: Fault) -> AttemptEffect | None:
     kind = fault.kind
     if kind == "router_down":
         return _wan(probe, "unreachable", "timeout")

@@ -74,6 +74,8 @@ def make_payment(
             cause_fault = fault
             break
     latency_s = rng.uniform(1.5, 6.0)
+    # noise: the acquirer is slower at times, never past the POS's timeout
+    latency_s = min(latency_s * sim.noise.latency_factor(), 0.8 * sim.timeout_s)
     cut = open_at_cut or _power_cut_during(sim, t, t + latency_s)
     if cut is not None:
         failure, cause_fault = fx.Failure("timeout"), cut
@@ -97,7 +99,7 @@ def make_payment(
         if failure is None:
             declined = rng.random() * 100 < scenario.decline_pct
             outcome, code, message = (
-                ("declined", rng.choice(("05", "51")), None)
+                ("declined", sim.noise.decline_code(rng.choice(("05", "51"))), None)
                 if declined
                 else ("approved", "00", None)
             )

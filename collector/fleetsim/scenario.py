@@ -88,6 +88,9 @@ class FaultSpec:
     offset_s: int = -365 * 86400
     #: power_cut: how long the UPS keeps the store running before everything goes dark
     ups_runtime_s: int = 120
+    #: the stores' agents cannot reach the collector while the fault runs (a proxy or
+    #: firewall in front of it), though their internet works: reports wait in the spool
+    hold_uploads: bool = False
 
     @property
     def key(self) -> str:
@@ -96,6 +99,39 @@ class FaultSpec:
     @property
     def cause(self) -> Cause:
         return FAULT_KINDS[self.kind]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoiseSpec:
+    """The ``[noise]`` table: ordinary background trouble that causes no failed payment.
+
+    Every key defaults to off; :mod:`collector.fleetsim.noise` turns them into symptoms.
+    """
+
+    #: isolated lossy probe windows per terminal per hour (one probe, one window) ...
+    probe_loss_per_hour: float = 0.0
+    #: ... with a loss drawn from this range, in percent
+    probe_loss_pct: tuple[float, float] = (10.0, 40.0)
+    #: percent of probe attempts that fail alone (a single lost packet)
+    probe_blip_pct: float = 0.0
+    #: printer paper-end episodes per terminal per hour (3 to 10 minutes each)
+    paper_end_per_hour: float = 0.0
+    #: during every fault of a store, one other terminal's printer runs out of paper
+    paper_end_during_faults: bool = False
+    #: percent of host samples with a CPU spike (70-94 %, under the default threshold)
+    cpu_spike_pct: float = 0.0
+    #: spread (log-normal sigma) of acquirer round trips and payment latencies; 0: off
+    acquirer_latency_sigma: float = 0.0
+    #: the NTP offset wanders (random walk) within +/- this many ms; 0: off
+    ntp_wander_ms: float = 0.0
+    #: declines carry the wider set of ordinary issuer codes (14, 51, 54, 55, 57, 61, 65, 05)
+    varied_declines: bool = False
+    #: percent of reports posted twice (the agent retried after a lost acknowledgement)
+    duplicate_report_pct: float = 0.0
+
+    @property
+    def on(self) -> bool:
+        return self != NoiseSpec()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +151,7 @@ class Scenario:
     fleet_min_stores: int = 3
     wifi_stores: int = 0
     quiet_margin_s: int = 600
+    noise: NoiseSpec = NoiseSpec()
     faults: tuple[FaultSpec, ...] = ()
 
 
@@ -223,6 +260,22 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _pct_range(value: Any) -> tuple[float, float]:
+    check = _number_between(0, 100)
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("expected [min, max] in percent, like [10, 40]")
+    low, high = check(value[0]), check(value[1])
+    if low > high:
+        raise ValueError(f"[{low:g}, {high:g}]: min is above max")
+    return low, high
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         raise ValueError("expected a non-empty string of at most 64 characters")
@@ -257,6 +310,19 @@ _FAULT: Final[Mapping[str, Callable[[Any], Any]]] = {
     "severity": _choice(("bad", "weak")),
     "offset_s": _int_between(-50 * 365 * 86400, 50 * 365 * 86400),
     "ups_runtime": parse_duration,
+    "hold_uploads": _bool,
+}
+_NOISE: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "probe_loss_per_hour": _number_between(0, 60),
+    "probe_loss_pct": _pct_range,
+    "probe_blip_pct": _number_between(0, 20),
+    "paper_end_per_hour": _number_between(0, 10),
+    "paper_end_during_faults": _bool,
+    "cpu_spike_pct": _number_between(0, 100),
+    "acquirer_latency_sigma": _number_between(0, 2),
+    "ntp_wander_ms": _number_between(0, 5000),
+    "varied_declines": _bool,
+    "duplicate_report_pct": _number_between(0, 50),
 }
 _FAULT_FIELDS: Final = {"at": "at_s", "duration": "duration_s", "ups_runtime": "ups_runtime_s"}
 #: keys only some kinds take
@@ -337,8 +403,12 @@ def _fault(where: str, index: int, table: Any, scenario: Mapping[str, Any]) -> F
 
 def parse_scenario(data: Mapping[str, Any], where: str = "scenario") -> Scenario:
     """A :class:`Scenario` from parsed TOML; ``where`` names the source in errors."""
-    top = {k: v for k, v in data.items() if k != "fault"}
+    top = {k: v for k, v in data.items() if k not in ("fault", "noise")}
     values = _read_table(where, "", top, _TOP)
+    raw_noise = data.get("noise", {})
+    if not isinstance(raw_noise, dict):
+        raise ScenarioError(f"{where}: noise: expected a [noise] table")
+    noise = NoiseSpec(**_read_table(where, "noise.", raw_noise, _NOISE))
     if "duration" not in values:
         raise ScenarioError(f'{where}: duration: missing (how long the scenario runs, e.g. "3h")')
     if values["duration"] < 60:
@@ -354,7 +424,7 @@ def parse_scenario(data: Mapping[str, Any], where: str = "scenario") -> Scenario
     for fault in faults:
         if names.count(fault.name) > 1:
             raise ScenarioError(f"{where}: {fault.key}.name: {fault.name!r} is used twice")
-    return Scenario(faults=faults, **fields)
+    return Scenario(faults=faults, noise=noise, **fields)
 
 
 def load_scenario(path: Path | str) -> Scenario:

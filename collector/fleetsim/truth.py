@@ -12,7 +12,8 @@ is ``unknown`` and its ``fault`` is null. An acquirer outage is
 ``acquirer_outage`` when its failed payments span at least
 ``fleet_min_stores`` stores (the collector's default, 3), and
 ``acquirer_path`` otherwise — with fewer stores failing, that is all the
-fleet can tell.
+fleet can tell. Outage faults of one acquirer that overlap in time count as
+one outage.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 from protocol.causes import Cause
 from protocol.fields import format_datetime
 
+from .plan import Fault
 from .records import PaymentRecord
 
 
@@ -64,20 +66,40 @@ class TruthRow:
         }
 
 
+def _outage_groups(faults: Iterable[Fault]) -> dict[str, str]:
+    """Fault name -> its outage: acquirer outages of one acquirer that overlap in time are one
+    (a scenario may split an outage into faults, e.g. to hold one store's uploads)."""
+    outages = sorted(
+        {f.name: f for f in faults if f.kind == "acquirer_outage"}.values(),
+        key=lambda f: (str(f.acquirer), f.start, f.name),
+    )
+    group: dict[str, str] = {}
+    head: Fault | None = None
+    end = None
+    for fault in outages:
+        if head is None or fault.acquirer != head.acquirer or end is None or fault.start >= end:
+            head, end = fault, fault.end
+        else:
+            end = max(end, fault.end)
+        group[fault.name] = head.name
+    return group
+
+
 def truth_rows(records: Iterable[PaymentRecord], *, fleet_min_stores: int) -> list[TruthRow]:
     """The truth of the failed payments among ``records``, oldest first."""
     failed = sorted((r for r in records if r.failed), key=lambda r: (r.ts, r.txn_id))
+    group = _outage_groups(r.fault for r in failed if r.fault is not None)
     outage_stores: dict[str, set[str]] = {}
     for record in failed:
         if record.fault is not None and record.fault.kind == "acquirer_outage":
-            outage_stores.setdefault(record.fault.name, set()).add(record.store_id)
+            outage_stores.setdefault(group[record.fault.name], set()).add(record.store_id)
     rows = []
     for record in failed:
         fault = record.fault
         if fault is None:
             cause = Cause.UNKNOWN
         elif fault.kind == "acquirer_outage":
-            wide = len(outage_stores[fault.name]) >= fleet_min_stores
+            wide = len(outage_stores[group[fault.name]]) >= fleet_min_stores
             cause = Cause.ACQUIRER_OUTAGE if wide else Cause.ACQUIRER_PATH
         else:
             cause = fault.cause
