@@ -187,3 +187,15 @@ def create_token(
     if done.returncode != 0:
         raise RuntimeError(f"token create failed ({done.returncode}): {done.stderr}")
     return done.stdout.strip().splitlines()[-1]
+
+
+def self_signed_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 (needs the openssl CLI)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

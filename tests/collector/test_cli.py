@@ -15,7 +15,14 @@ import pytest
 import protocol
 from collector.storage import hash_token
 from tests.collector.wire import count, make_report, post_report, rows
-from tests.helpers import ROOT, CollectorProc, create_token, run_collector_cli, start_collector
+from tests.helpers import (
+    ROOT,
+    CollectorProc,
+    create_token,
+    run_collector_cli,
+    self_signed_cert,
+    start_collector,
+)
 
 
 def test_token_created_while_the_server_runs_works_at_once(collector: CollectorProc) -> None:
@@ -167,20 +174,9 @@ def test_people_cli_lists_its_commands() -> None:
         assert command in shown.stdout
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "collector.crt", directory / "collector.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 def test_collector_serves_https_with_its_own_certificate(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "collector")
     collector = start_collector(tmp_path / "c.db", ["--tls-cert", str(cert), "--tls-key", str(key)])
     try:
         assert collector.url.startswith("https://127.0.0.1:")

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from collector.people_cli import main
-from tests.helpers import create_token, start_collector
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "collector.crt", directory / "collector.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+from tests.helpers import create_token, self_signed_cert, start_collector
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 def test_https_collector_with_cafile_and_without(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "collector")
     collector = start_collector(tmp_path / "c.db", ["--tls-cert", str(cert), "--tls-key", str(key)])
     try:
         env = {

@@ -6,7 +6,6 @@ import email
 import email.policy
 import shutil
 import ssl
-import subprocess
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from collector.settings import AlertSettings
+from tests.helpers import self_signed_cert
 
 from .conftest import Mailbox, free_port, incident, running_app, wait_until
 
@@ -126,22 +126,11 @@ async def test_wrong_password_is_retried_with_a_hint(tmp_path: Path, mailbox: Ma
     assert mailbox.messages == []
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "smtp.crt", directory / "smtp.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 async def test_starttls_verifies_the_server_then_logs_in(
     tmp_path: Path, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "smtp")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     controller = Controller(
