@@ -68,8 +68,11 @@ class AttributionSettings:
     revise_horizon_s: int = 86400
     #: acquirer outage: failures to one acquirer within +/- this many seconds ...
     fleet_window_s: int = 300
-    #: ... in at least this many stores whose own link/gateway/ISP/DNS are healthy
+    #: ... in at least this many stores whose own link/gateway/ISP/DNS are healthy,
     fleet_min_stores: int = 3
+    #: ... of which at least this many saw the acquirer itself fail (its probes failing, or a
+    #: technical response code); stores whose failures nothing explains count only beside them
+    fleet_min_acquirer_evidence: int = 2
     #: a probe window with at least this loss counts as failing
     loss_fail_pct: float = 50.0
     #: a clock offset past this (either way) blames the clock
@@ -271,6 +274,7 @@ _SECTIONS: Mapping[str, tuple[type[Any], Mapping[str, Callable[[Any], Any]]]] = 
             "revise_horizon_s": _int_between(0, 30 * _DAY),
             "fleet_window_s": _int_between(10, _DAY),
             "fleet_min_stores": _int_between(2, 100_000),
+            "fleet_min_acquirer_evidence": _int_between(1, 100_000),
             "loss_fail_pct": _number_between(1, 100),
             "clock_max_offset_ms": _number_between(1, 86_400_000),
             "cpu_starved_pct": _number_between(1, 100),
@@ -354,6 +358,10 @@ def _section(path: Path, table: str, content: Any) -> Any:
             )
         if built.retry_max_s < built.retry_initial_s:
             raise SettingsError(f"{path}: [alerts] retry_max_s: smaller than retry_initial_s")
+    if table == "attribution" and built.fleet_min_acquirer_evidence > built.fleet_min_stores:
+        raise SettingsError(
+            f"{path}: [attribution] fleet_min_acquirer_evidence: larger than fleet_min_stores"
+        )
     if table == "attribution" and built.fleet_window_s > built.revise_horizon_s > 0:
         raise SettingsError(f"{path}: [attribution] revise_horizon_s: shorter than fleet_window_s")
     return built

@@ -177,6 +177,9 @@ class _Context:
         return None
 
 
+#: local causes that mean the acquirer itself was seen failing
+ACQUIRER_SIDE = frozenset({Cause.ACQUIRER_PATH.value, Cause.ACQUIRER_OUTAGE.value})
+
 OWN = (0.9, 0.7)
 NEIGHBOUR = (0.75, 0.6)
 Check = Callable[[_Context], list[_Hit]]
@@ -249,10 +252,27 @@ def _gateway(ctx: _Context) -> list[_Hit]:
 def _isp(ctx: _Context) -> list[_Hit]:
     anchors = ctx.role_spans("isp")
     if anchors:
-        return ctx.probe_hits([s for s in anchors if _reach_failing(s)], OWN, NEIGHBOUR)
+        failing = [s for s in anchors if _reach_failing(s)]
+        if failing and _another_anchor_reachable(ctx, anchors, failing):
+            return []  # one anchor down while another answers: the internet worked
+        return ctx.probe_hits(failing, OWN, NEIGHBOUR)
     # no internet anchor in the store: the collector's endpoint stands in, weakly
     failing = [s for s in ctx.role_spans("collector") if _reach_failing(s)]
     return ctx.probe_hits(failing, (0.6, 0.5), (0.6, 0.5))
+
+
+def _another_anchor_reachable(
+    ctx: _Context, anchors: list[ProbeSpan], failing: list[ProbeSpan]
+) -> bool:
+    """An anchor with a healthy window over the payment and no failing one there."""
+    down = {s.target for s in failing if ctx.frame.grade(s.start, s.end) == DIRECT}
+    return any(
+        not s.failing
+        and s.loss_pct is not None
+        and s.target not in down
+        and ctx.frame.grade(s.start, s.end) == DIRECT
+        for s in anchors
+    )
 
 
 def _dns(ctx: _Context) -> list[_Hit]:
@@ -395,6 +415,14 @@ def decide_fleet(
     ]
     stores = {p.store_id for p in others}
     if len(stores) + 1 < settings.fleet_min_stores:
+        return local
+    # Payments fail now and then for no visible reason; in a big fleet a few such
+    # timeouts to one acquirer always fall in the same minutes. So stores that saw the
+    # acquirer itself fail (its probes, a technical response code) must be among them.
+    seen_failing = {p.store_id for p in others if p.local_cause in ACQUIRER_SIDE}
+    if local.cause in ACQUIRER_SIDE:
+        seen_failing.add(txn.store_id)
+    if len(seen_failing) < settings.fleet_min_acquirer_evidence:
         return local
     seen: set[str] = set()
     peer_evidence: list[Evidence] = []

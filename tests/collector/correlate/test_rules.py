@@ -413,3 +413,15 @@ def test_a_payment_without_a_start_is_judged_at_its_end() -> None:
     t = txn(started_at=None)
     assert decide(t, probes=(window("gateway", 45, window_s=10),)).cause is Cause.GATEWAY
     assert decide(t, probes=(change("gateway", -200, -100),)).cause is Cause.UNKNOWN
+
+
+def test_one_internet_anchor_down_while_another_answers_is_not_the_isp() -> None:
+    fine = (window("link", 20, probe="link", loss=0), window("gateway", 20, loss=0))
+    one_down = (
+        *fine,
+        window("isp", 20, target="1.1.1.1"),
+        window("isp", 20, target="9.9.9.9", loss=0),
+    )
+    assert decide(probes=one_down).cause is not Cause.ISP
+    both_down = (*fine, window("isp", 20, target="1.1.1.1"), window("isp", 20, target="9.9.9.9"))
+    assert decide(probes=both_down).cause is Cause.ISP

@@ -52,9 +52,26 @@ def test_three_stores_failing_one_acquirer_is_an_acquirer_outage() -> None:
 
 def test_two_stores_are_not_enough_the_local_verdict_stands() -> None:
     local = decide()
-    assert decide_fleet(txn(), local, peers(peer("S-2", 10)), S) is local
-    three = AttributionSettings(fleet_min_stores=2)
-    assert decide_fleet(txn(), local, peers(peer("S-2", 10)), three).cause is Cause.ACQUIRER_OUTAGE
+    seen = peer("S-2", 10, "acquirer_path")
+    assert decide_fleet(txn(), local, peers(seen, peer("S-3", 20, "acquirer_path")), S).cause is (
+        Cause.ACQUIRER_OUTAGE
+    )
+    assert decide_fleet(txn(), local, peers(seen), S) is local
+    two = AttributionSettings(fleet_min_stores=2, fleet_min_acquirer_evidence=1)
+    assert decide_fleet(txn(), local, peers(seen), two).cause is Cause.ACQUIRER_OUTAGE
+
+
+def test_failures_that_nothing_explains_alone_are_not_an_outage() -> None:
+    # isolated timeouts happen everywhere; in a big fleet some always fall together
+    local = decide()
+    assert local.cause is Cause.UNKNOWN
+    unexplained = peers(*(peer(f"S-{i}", i) for i in range(2, 12)))
+    assert decide_fleet(txn(), local, unexplained, S) is local
+    one_seen = peers(peer("S-2", 5, "acquirer_path"), *(peer(f"S-{i}", i) for i in range(3, 6)))
+    assert decide_fleet(txn(), local, one_seen, S) is local
+    # two stores that saw the acquirer fail: the unexplained failures beside them count too
+    two_seen = peers(peer("S-2", 5, "acquirer_path"), peer("S-3", 9, "acquirer_outage"))
+    assert decide_fleet(txn(), local, two_seen, S).cause is Cause.ACQUIRER_OUTAGE
 
 
 def test_stores_whose_own_network_explains_their_failures_do_not_count() -> None:
@@ -87,7 +104,7 @@ def test_fleet_confidence_rises_with_the_number_of_stores() -> None:
     local = decide(txn(in_doubt=True))
     found = []
     for n in range(3, 9):
-        others = peers(*(peer(f"S-{i}", i) for i in range(2, n + 1)))
+        others = peers(*(peer(f"S-{i}", i, "acquirer_path") for i in range(2, n + 1)))
         v = decide_fleet(txn(in_doubt=True), local, others, S)
         assert v.action.startswith(IN_DOUBT_ACTION)
         found.append(v.confidence)
