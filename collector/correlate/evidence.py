@@ -50,7 +50,7 @@ MAX_NEIGHBOURS = 16
 RESTART_SEQ_WINDOW = 64
 #: The first host sample after a restart is looked for within this many events.
 HOST_AFTER_START_SEQS = 1000
-#: At most this many rows are read for the fleet rule (one failure per store is kept).
+#: At most this many other stores are read for the fleet rule (one failure each).
 MAX_PEER_ROWS = 20_000
 #: A host sample is taken to cover this long before its ts (one default window).
 HOST_WINDOW_S = 60.0
@@ -192,11 +192,18 @@ SELECT {_EVENT_COLUMNS} FROM events
 WHERE agent_id = ? AND seq > ? AND seq <= ? AND kind = 'host_sample'
 ORDER BY seq LIMIT 1
 """
-_PEERS = """
+#: The stores with a counted failure to the acquirer in the minutes of the window (the
+#: schema's triggers keep ``fleet_minutes`` from ``txns``) ...
+_PEER_STORES = """
+SELECT DISTINCT store_id FROM fleet_minutes
+WHERE acquirer = ? AND minute >= ? AND minute <= ? AND store_id != ?
+"""
+#: ... and each one's nearest such failure on either side (index ``txns_fleet``).
+_PEER_NEAREST = """
 SELECT store_id, terminal_id, txn_id, agent_id, seq, ts, outcome, local_cause FROM txns
-WHERE failed = 1 AND acquirer = ? AND ts >= ? AND ts <= ? AND store_id != ?
-  AND local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')
-ORDER BY ts LIMIT ?
+WHERE acquirer = ? AND store_id = ? AND failed = 1
+  AND local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown') AND ts >= ? AND ts <= ?
+ORDER BY ts {order}, terminal_id {order}, txn_id {order} LIMIT 1
 """
 
 Row = tuple[str, int, str, str, str, str]
@@ -257,28 +264,30 @@ def fleet_peers(conn: sqlite3.Connection, txn: TxnRow, settings: AttributionSett
     if txn.acquirer is None:
         return FleetPeers(acquirer=None)
     window = timedelta(seconds=settings.fleet_window_s)
-    rows = conn.execute(
-        _PEERS,
-        (
-            txn.acquirer,
-            format_datetime(txn.ts - window),
-            format_datetime(txn.ts + window),
-            txn.store_id,
-            MAX_PEER_ROWS,
-        ),
+    low, mid, high = (format_datetime(t) for t in (txn.ts - window, txn.ts, txn.ts + window))
+    stores = conn.execute(
+        _PEER_STORES, (txn.acquirer, low[:16], high[:16], txn.store_id)
     ).fetchall()
     nearest: dict[str, tuple[float, PeerFailure]] = {}
-    for store_id, terminal_id, txn_id, agent_id, seq, ts_text, outcome, local_cause in rows:
-        ts = parse_ts(ts_text)
-        distance = abs((ts - txn.ts).total_seconds())
-        known = nearest.get(store_id)
-        if known is not None and known[0] <= distance:
-            continue
-        ref = Ref(event_id(agent_id, seq), "txn", ts, terminal_id)
-        nearest[store_id] = (
-            distance,
-            PeerFailure(ref, store_id, txn_id, txn.acquirer, outcome, local_cause),
-        )
+    for (store_id,) in stores[:MAX_PEER_ROWS]:
+        # the earlier one first: of two as near, the earlier is kept
+        for order, bounds in (("DESC", (low, mid)), ("ASC", (mid, high))):
+            row = conn.execute(
+                _PEER_NEAREST.format(order=order), (txn.acquirer, store_id, *bounds)
+            ).fetchone()
+            if row is None:
+                continue
+            _, terminal_id, txn_id, agent_id, seq, ts_text, outcome, local_cause = row
+            ts = parse_ts(ts_text)
+            distance = abs((ts - txn.ts).total_seconds())
+            known = nearest.get(store_id)
+            if known is not None and known[0] <= distance:
+                continue
+            ref = Ref(event_id(agent_id, seq), "txn", ts, terminal_id)
+            nearest[store_id] = (
+                distance,
+                PeerFailure(ref, store_id, txn_id, txn.acquirer, outcome, local_cause),
+            )
     ordered = sorted(nearest.values(), key=lambda item: (item[0], item[1].store_id))
     return FleetPeers(acquirer=txn.acquirer, failures=tuple(f for _, f in ordered))
 

@@ -122,11 +122,12 @@ def recount(conn: sqlite3.Connection, incident_id: int) -> int:
         (incident_id,),
     ).fetchone()
     scope, store_id, acquirer, terminal_id, started_at, last_seen_at, ended_at = row
+    # only failed payments join incidents: the partial indexes of failed ones serve
     where, value = {
-        "store": ("store_id = ?", store_id),
+        "store": ("store_id = ? AND failed = 1", store_id),
         "acquirer": ("acquirer = ? AND failed = 1", acquirer),
-        "device": ("terminal_id = ?", terminal_id),
-        "terminal": ("terminal_id = ?", terminal_id),
+        "device": ("terminal_id = ? AND failed = 1", terminal_id),
+        "terminal": ("terminal_id = ? AND failed = 1", terminal_id),
     }[scope]
     if scope == "acquirer" and acquirer is None:
         where = "acquirer IS NULL AND failed = 1 AND ?1 IS NULL"

@@ -1,27 +1,36 @@
 """The correlator: a background task in the collector that follows the ``events`` table.
 
-Each *pass* is ONE write job on the storage's writer thread (one transaction):
+Each *pass* is ONE write job on the storage's writer thread (one transaction),
+and a short one: the writer also serves ingest, first come first served, so a
+pass must never hold it for long (the collector answers a report only after
+committing it). A pass:
 
-1. read up to :data:`BATCH_EVENTS` events after the cursor (``events.rowid``),
-   in insertion order;
-2. bring the current-state tables up to them (:mod:`.state`) and the payments
-   (:mod:`.txns`);
-3. pick the failed payments that need a (new) cause — new or changed ones, and
-   those whose time window the new evidence falls in (within
-   ``revise_horizon_s``) — and attribute them: first this store's verdict
-   for all (``local_cause``), then the fleet rule (``cause``), through
-   :mod:`.attribute`;
-4. open, update and close incidents (:mod:`.incidents`), queueing alerts;
-5. advance the cursor.
+1. reads up to ``limit`` events after the cursor (``events.rowid``), in
+   insertion order — the limit adapts so that this part takes about half of
+   :data:`PASS_BUDGET_S`;
+2. brings the current-state tables up to them (:mod:`.state`) and the payments
+   (:mod:`.txns`): a new or changed failed payment becomes *pending*, and so do
+   the failed payments the new evidence may change (``txns.pending``; which
+   ones is :mod:`.txns`' docstring);
+3. decides pending payments, first causes before revisions, oldest first, in
+   small chunks until :data:`PASS_BUDGET_S` is spent (at least one): first
+   this store's verdict for all (``local_cause``), then the fleet rule
+   (``cause``), through :mod:`.attribute`. A fleet change marks the payments
+   whose count of stores changed pending in turn. What is left stays pending
+   for the next pass: the correlator may fall behind under extreme load, and
+   catches up after;
+4. opens, updates and closes incidents (:mod:`.incidents`), queueing alerts;
+5. advances the cursor.
 
-Because the cursor moves in the same transaction as everything derived from
-the events, a crash or a stop loses nothing and counts nothing twice: a pass
-either committed whole or never happened.
+Because the cursor and the pending marks move in the same transaction as
+everything derived from the events, a crash or a stop loses nothing and counts
+nothing twice: a pass either committed whole or never happened.
 
 A pass runs when ingest stored new events (the app calls the wake-up listener),
-right after a pass that filled its batch, and every :data:`TICK_S` seconds.
-Storage errors are logged once when they start and once when they stop; the
-loop retries with backoff and never dies of them.
+right after a pass that left work (events or payments pending; ingest jobs
+queued meanwhile go first), and every :data:`TICK_S` seconds. Storage errors
+are logged once when they start and once when they stop; the loop retries
+with backoff and never dies of them.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,12 +53,31 @@ from ..storage.sqlite import SqliteStorage
 from .attribute import final_verdict, local_verdict
 from .incidents import update_incidents
 from .state import apply_events, read_events
-from .txns import FinalFn, LocalFn, attribute, dirty_by_evidence, upsert_txns
+from .txns import (
+    Attribution,
+    FinalFn,
+    LocalFn,
+    attribute,
+    count_pending,
+    mark_by_evidence,
+    mark_fleet_changes,
+    pending_keys,
+    upsert_txns,
+)
 
 log = structlog.get_logger("collector.correlate")
 
-#: Events read by one pass (one transaction on the writer).
-BATCH_EVENTS: Final = 2000
+#: Events read by the first pass; later passes adapt it to the time it took ...
+BATCH_EVENTS: Final = 500
+#: ... within these bounds.
+MIN_EVENTS: Final = 50
+MAX_EVENTS: Final = 5000
+#: A pass decides pending payments until it has run this long (events, then payments).
+PASS_BUDGET_S: Final = 0.05
+#: Payments decided per chunk at first (then sized to the budget left by their cost) ...
+FIRST_CHUNK: Final = 1
+#: ... at most.
+MAX_CHUNK: Final = 256
 #: A pass runs at least this often (incidents close on the timer too).
 TICK_S: Final = 5.0
 #: Backoff after a failed pass: from this ...
@@ -65,11 +94,14 @@ class PassResult:
     events: int
     last_rowid: int
     pending: int  # events stored after the new cursor
+    pending_payments: int  # failed payments still to decide (first cause or revision)
     attributed: int
     first: int
     revised: int
     opened: int
     closed: int
+    events_s: float = 0.0  # time spent reading and applying the events
+    duration_s: float = 0.0  # the whole pass
 
 
 def read_cursor(conn: sqlite3.Connection) -> int:
@@ -99,22 +131,41 @@ def run_pass(
     now: datetime,
     *,
     limit: int = BATCH_EVENTS,
+    budget_s: float = PASS_BUDGET_S,
     local: LocalFn = local_verdict,
     final: FinalFn = final_verdict,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> PassResult:
     """One pass, inside the caller's transaction (the writer's write job)."""
+    started = clock()
+    a = settings.attribution
     cursor = read_cursor(conn)
     events = read_events(conn, cursor, limit)
-    devices = apply_events(conn, events, settings.attribution)
-    dirty = upsert_txns(conn, events)
-    dirty |= dirty_by_evidence(conn, events, settings.attribution, now)
-    done = attribute(conn, dirty, settings.attribution, now, local, final)
+    applied = apply_events(conn, events, a)
+    upserted = upsert_txns(conn, events)
+    mark_by_evidence(conn, applied.signals, a, now)
+    mark_fleet_changes(conn, upserted.fleet, a, now)
+    events_s = clock() - started
+    done = Attribution()
+    chunk = FIRST_CHUNK
+    while True:
+        keys = pending_keys(conn, chunk)
+        if not keys:
+            break
+        began = clock()
+        done.add(attribute(conn, keys, a, now, local, final, neighbours=False))
+        spent = clock() - began
+        each = spent / len(keys)
+        left = budget_s - (clock() - started)
+        if left < each:  # the next one would overrun the budget
+            break
+        chunk = max(1, min(MAX_CHUNK, int(left / each) if each > 0 else MAX_CHUNK))
     changes = update_incidents(
         conn,
         settings,
         now,
         payments=done.changed,
-        devices=devices,
+        devices=applied.devices,
         stores={ev.store_id for ev in events},
     )
     if events:
@@ -124,11 +175,14 @@ def run_pass(
         events=len(events),
         last_rowid=cursor,
         pending=pending_events(conn, cursor),
+        pending_payments=count_pending(conn),
         attributed=done.attributed,
         first=done.first,
         revised=done.revised,
         opened=len(changes.opened),
         closed=len(changes.closed),
+        events_s=events_s,
+        duration_s=clock() - started,
     )
 
 
@@ -145,6 +199,10 @@ class Correlator:
         self._failing = False
         self.passes = 0
         self.failed_passes = 0
+        #: events the next pass reads (adapted to the time the last full batch took)
+        self.event_limit = BATCH_EVENTS
+        self.last_pass_s = 0.0
+        self.max_pass_s = 0.0
         self.attributed_total = 0
         self.revised_total = 0
         self.last_error: str | None = None
@@ -159,7 +217,8 @@ class Correlator:
 
     @property
     def idle(self) -> bool:
-        """No work pending: nothing stored since the last pass began, which left nothing."""
+        """No work pending: nothing stored since the last pass began, which left no event and
+        no payment to decide."""
         last = self._last
         return (
             last is not None
@@ -167,6 +226,7 @@ class Correlator:
             and not self._ingested
             and not self._failing
             and last.pending == 0
+            and last.pending_payments == 0
         )
 
     def status(self) -> dict[str, Any]:
@@ -174,11 +234,15 @@ class Correlator:
         return {
             "idle": self.idle,
             "pending_events": last.pending if last is not None else 0,
+            "pending_payments": last.pending_payments if last is not None else 0,
             "last_rowid": last.last_rowid if last is not None else 0,
             "attributed_total": self.attributed_total,
             "revised_total": self.revised_total,
             "passes": self.passes,
             "failed_passes": self.failed_passes,
+            "event_limit": self.event_limit,
+            "last_pass_ms": round(self.last_pass_s * 1000, 1),
+            "max_pass_ms": round(self.max_pass_s * 1000, 1),
             "last_error": self.last_error,
         }
 
@@ -187,19 +251,33 @@ class Correlator:
         self._ingested = False
         self._running = True
         try:
-            settings = self._settings
+            settings, limit = self._settings, self.event_limit
             result = await self._storage.writer.write(
-                lambda conn: run_pass(conn, settings, datetime.now(UTC))
+                lambda conn: run_pass(conn, settings, datetime.now(UTC), limit=limit)
             )
         finally:
             self._running = False
         self._last = result
+        self._adapt(result)
         self.passes += 1
         self.attributed_total += result.attributed
         self.revised_total += result.revised
         if (result.opened or result.closed) and self.on_incidents is not None:
             self.on_incidents()
         return result
+
+    def _adapt(self, result: PassResult) -> None:
+        """Size the next batch of events to half the pass budget, by this one's cost."""
+        self.last_pass_s = result.duration_s
+        self.max_pass_s = max(self.max_pass_s, result.duration_s)
+        if result.events == 0 or result.events_s <= 0:
+            return
+        if result.events < self.event_limit and result.events_s < PASS_BUDGET_S / 2:
+            return  # a short batch says little about a full one
+        fit = int(self.event_limit * (PASS_BUDGET_S / 2) / result.events_s)
+        # move gradually: one slow pass (a page fault, a busy CPU) does not collapse it
+        fit = max(self.event_limit // 2, min(self.event_limit * 2, fit))
+        self.event_limit = max(MIN_EVENTS, min(MAX_EVENTS, fit))
 
     async def run(self) -> None:
         """Pass after pass until cancelled."""
@@ -226,8 +304,8 @@ class Correlator:
                 self._failing = False
                 self.last_error = None
                 log.info("correlator_recovered", last_rowid=result.last_rowid)
-            if result.pending > 0:
-                await asyncio.sleep(0)  # let ingest in between batches
+            if result.pending > 0 or result.pending_payments > 0:
+                await asyncio.sleep(0)  # ingest queued meanwhile goes first (FIFO writer)
                 continue
             self._wake.clear()
             if self._ingested:

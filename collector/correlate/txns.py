@@ -9,11 +9,67 @@ as approved still failed at the till (it is no longer in doubt), and its time
 (``ts``) stays the moment it failed. Failed = outcome ``timeout`` or
 ``error``, or a decline with a technical response code.
 
-A failed payment is (re)attributed when it is new or changed, when evidence
-arrives that falls in the time the rules read around it (an offline store
-uploading its backlog) as long as it is within ``revise_horizon_s`` of the
-collector's clock, and when the fleet picture around it changed (another
-store's payment to the same acquirer got a new local cause).
+Which failed payments need a (new) cause is kept in ``txn_pending`` (level 2:
+its first cause, the payment is new or changed; 1: a revision), so the work
+survives from one correlator pass to the next and a payment marked many times
+is decided once. Revisions are what made passes huge under load (an event
+marked every failed payment of its store within minutes, and each fleet
+change re-read every failure to the acquirer); so a payment is marked only
+by what can change its verdict:
+
+*Evidence* (``state.Signal``; the rules are in :mod:`.rules`). The rules
+take the first broken hop in the order ``power > device > host > link >
+gateway > isp > dns > clock > acquirer_path > acquirer_outage > unknown``
+(:data:`ORDER`), so evidence of one hop can change only payments whose
+local cause is that hop or one after it; a payment already blamed on an
+earlier hop keeps its cause whatever this evidence says. Each signal is
+placed at the first hop it can speak for (:func:`_impact`):
+
+- a failing probe window or a change to fail (``failing``): the hop of its
+  role (link; gateway; isp, and collector for a store without an ISP
+  anchor; dns, and any other role, whose name errors blame the DNS and whose
+  clock errors the clock). A payment whose local cause is that very hop at the
+  rules' full confidence (:data:`FULL_CONFIDENCE`: direct evidence of its own
+  terminal) cannot be moved by more of the same evidence and is left alone;
+- a probe change to ok (``change``): the same hops, none left alone — a span
+  ended and the payments it covered may lose their cause;
+- a healthy window of an internet anchor (isp, collector; ``anchor``): only
+  acquirer_path and acquirer_outage verdicts made without an anchor (their
+  confidence rises with one); healthy windows of other roles, and every
+  window's order, say nothing: a window is a span of its own and cuts
+  nothing short;
+- a device status whose rule-relevant state changed (a UPS flag of a mains
+  failure, a PIN pad in fault, a modem without network), a late one (it may
+  cut a span short), or one heard again after a long silence: from the
+  first hop among its old and new states (power for a late one). A heartbeat
+  repeating the state in order is no signal: the span of the previous status
+  already reaches to the end of what the rules read;
+- a starved host sample: host, left alone at full confidence; a host sample
+  of a new boot (or a late fresh one) and an agent start (``restart``): every
+  hop, and also the payments recorded just after the restart, which the rules
+  link to it by seq, not by time. Other host samples and agent events are
+  never read by the rules.
+
+A signal at time e concerns the payments the rules read it for:
+``ts >= e - after_s`` and ``begin <= e + before_s`` (device states up to
+``DEVICE_LOOKBACK_S`` earlier), of the whole store for the store-level
+probe roles (gateway, isp, dns: a terminal borrows its neighbours'), else of
+its terminal only; never older than ``revise_horizon_s``. This holds as well
+for evidence that arrives late and out of order (an offline store uploading
+its backlog): ranges are by event time, and a late status is a signal.
+
+*The fleet* (:func:`mark_fleet_changes`): the fleet rule counts, for a
+payment, the *stores* with a failure to the same acquirer within
+``±fleet_window_s`` whose local cause leaves the acquirer as the suspect
+(:data:`FLEET_CAUSES`). When a payment joins or leaves that set (its local
+cause moves in or out, or a counted payment moves in time), the counted
+payments of other stores are revised only where the set of stores changes:
+those within the window whose window holds no other counted failure of the
+same store. A second failure of a store already counted changes nothing.
+
+What is not revised is evidence that repeats what a verdict already holds: a
+verdict may then cite one equivalent event rather than another (a heartbeat
+instead of the status it repeats), never a different cause or confidence.
 """
 
 from __future__ import annotations
@@ -31,7 +87,8 @@ from protocol.causes import TECHNICAL_RESPONSE_CODES
 from ..settings import AttributionSettings
 from . import evidence
 from .model import TxnRow, Verdict
-from .state import EVIDENCE_KINDS, StoredEvent
+from .rules import CHECKS
+from .state import Signal, StoredEvent
 
 #: (terminal_id, txn_id)
 TxnKey = tuple[str, str]
@@ -39,8 +96,25 @@ LocalFn = Callable[[sqlite3.Connection, TxnRow, AttributionSettings], Verdict]
 FinalFn = Callable[[sqlite3.Connection, TxnRow, Verdict, AttributionSettings], Verdict]
 
 FAILED_OUTCOMES: Final = frozenset({"timeout", "error"})
-#: Local causes the fleet rule may still turn into ``acquirer_outage``.
-FLEET_CAUSES: Final = frozenset({"acquirer_path", "acquirer_outage", "unknown"})
+#: Local causes the fleet rule may still turn into ``acquirer_outage`` (also spelled out in
+#: the schema's ``txns_fleet`` index and ``fleet_minutes`` triggers).
+FLEET_CAUSES: Final = evidence.FLEET_CAUSES
+_FLEET_IN: Final = "local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')"
+#: The causes in the rules' order of precedence: the first broken hop wins.
+ORDER: Final = (*(str(cause) for cause, _ in CHECKS), "unknown")
+#: The highest confidence the rules give each cause (rules' docstring: direct evidence of
+#: the payment's own terminal): more evidence of the same hop cannot raise it.
+FULL_CONFIDENCE: Final[dict[str, float]] = {
+    "power": 0.9, "device": 0.9, "host": 0.8, "link": 0.9, "gateway": 0.9, "isp": 0.9,
+    "dns": 0.9, "clock": 0.8, "acquirer_path": 0.8, "acquirer_outage": 0.5,
+}  # fmt: skip
+_EPS: Final = 1e-9
+#: Below these an acquirer verdict was made without a healthy internet anchor.
+ANCHORED_CONFIDENCE: Final[dict[str, float]] = {"acquirer_path": 0.8, "acquirer_outage": 0.5}
+#: The first hop a probe role's failure can speak for (others: dns, for their name errors).
+ROLE_HOP: Final[dict[str, str]] = {
+    "link": "link", "gateway": "gateway", "isp": "isp", "collector": "isp", "dns": "dns",
+}  # fmt: skip
 
 _TXN_ROW_COLUMNS = (
     "terminal_id, store_id, txn_id, agent_id, seq, ts, started_at, acquirer, outcome,"
@@ -149,9 +223,23 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def upsert_txns(conn: sqlite3.Connection, events: Iterable[StoredEvent]) -> set[TxnKey]:
-    """Apply ``txn`` events to ``txns``; returns the failed payments they touched."""
-    touched: set[TxnKey] = set()
+#: A counted failure of the fleet rule (acquirer, store, ts) that joined or left, and its key.
+FleetChange = tuple[str, str, str, TxnKey]
+
+
+@dataclass(slots=True)
+class Upserted:
+    """What applying ``txn`` events did."""
+
+    #: failed payments they touched (marked pending 2)
+    touched: set[TxnKey] = field(default_factory=set)
+    #: counted failures that moved (in time, acquirer or store): both places changed
+    fleet: list[FleetChange] = field(default_factory=list)
+
+
+def upsert_txns(conn: sqlite3.Connection, events: Iterable[StoredEvent]) -> Upserted:
+    """Apply ``txn`` events to ``txns``; the failed payments they touched become pending."""
+    out = Upserted()
     names = [c.strip() for c in _OLD_COLUMNS.split(",")]
     for ev in events:
         if ev.kind != "txn" or not isinstance(ev.body.get("txn_id"), str):
@@ -159,13 +247,33 @@ def upsert_txns(conn: sqlite3.Connection, events: Iterable[StoredEvent]) -> set[
         key = (ev.terminal_id, str(ev.body["txn_id"]))
         new = _event_values(ev)
         row = conn.execute(
-            f"SELECT {_OLD_COLUMNS} FROM txns WHERE terminal_id = ? AND txn_id = ?", key
+            f"SELECT {_OLD_COLUMNS}, local_cause FROM txns WHERE terminal_id = ? AND txn_id = ?",
+            key,
         ).fetchone()
-        values = new if row is None else _merge(dict(zip(names, row, strict=True)), new)
+        if row is None:
+            values = new
+        else:
+            old = dict(zip(names, row[:-1], strict=True))
+            values = _merge(old, new)
+            where = (old["acquirer"], old["store_id"], old["ts"])
+            if (
+                old["failed"]
+                and row[-1] in FLEET_CAUSES
+                and old["acquirer"] is not None
+                and where != (values["acquirer"], values["store_id"], values["ts"])
+            ):
+                out.fleet.append((*where, key))
+                if values["acquirer"] is not None:
+                    out.fleet.append((values["acquirer"], values["store_id"], values["ts"], key))
         conn.execute(_UPSERT, (*key, *(values[n] for n in names)))
         if values["failed"]:
-            touched.add(key)
-    return touched
+            conn.execute(
+                "INSERT INTO txn_pending (terminal_id, txn_id, level, ts) VALUES (?, ?, 2, ?)"
+                " ON CONFLICT (terminal_id, txn_id) DO UPDATE SET level = 2, ts = excluded.ts",
+                (*key, values["ts"]),
+            )
+            out.touched.add(key)
+    return out
 
 
 # --- what needs a new look ---------------------------------------------------------------
@@ -176,43 +284,110 @@ def horizon_floor(now: datetime, settings: AttributionSettings) -> str:
     return ts_text(now - timedelta(seconds=settings.revise_horizon_s))
 
 
-def dirty_by_evidence(
+@dataclass(frozen=True, slots=True)
+class _Impact:
+    """Which payments around a signal it may change."""
+
+    first: str  # the first hop it speaks for: payments whose local cause is it or later
+    full: str | None  # ... but not those already at full confidence for this hop
+    store: bool  # the store's payments (a store-level probe role), else its terminal's
+    reach_s: float = 0.0  # read this much further back (device states)
+
+
+def _impact(signal: Signal) -> _Impact | None:
+    """Where a signal stands in the rules' order (None: an anchor, marked apart)."""
+    ev, reason = signal.event, signal.reason
+    if reason == "anchor":
+        return None
+    if ev.kind in ("probe_window", "probe_change"):
+        role = str(ev.body.get("role", ""))
+        hop = ROLE_HOP.get(role, "dns")
+        full = hop if reason == "failing" and role != "collector" else None
+        return _Impact(hop, full, role in evidence.STORE_ROLES)
+    if ev.kind == "device_status":
+        reach = float(evidence.DEVICE_LOOKBACK_S)
+        causes = signal.causes if reason != "late" else frozenset({"power"})
+        first = min(causes or {"power"}, key=ORDER.index)
+        return _Impact(first, None, False, reach)
+    if ev.kind == "host_sample" and reason in ("failing", "late"):
+        return _Impact("host", "host", False)
+    return _Impact("power", None, False)  # a restart: every hop
+
+
+def _merged(spans: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for low, high in sorted(spans):
+        if out and low <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], high))
+        else:
+            out.append((low, high))
+    return out
+
+
+def mark_by_evidence(
     conn: sqlite3.Connection,
-    events: Iterable[StoredEvent],
+    signals: Iterable[Signal],
     settings: AttributionSettings,
     now: datetime,
-) -> set[TxnKey]:
-    """Failed payments of the stores whose new evidence falls in the time read around them.
+) -> int:
+    """Mark pending (1) the failed payments the signals may change; returns how many.
 
-    The rules read [begin - before_s, ts + after_s] around a payment, also from
-    the other terminals of its store; so an evidence event at time e concerns
-    the store's failed payments with ts >= e - after_s and begin <= e + before_s.
+    The rules read ``[begin - before_s, ts + after_s]`` around a payment, so a
+    signal at time e concerns the payments with ``ts >= e - after_s`` and
+    ``begin <= e + before_s`` (see the module's docstring for which ones).
     """
-    spans: dict[str, tuple[str, str]] = {}
-    restarts: list[StoredEvent] = []
-    for ev in events:
-        if ev.kind not in EVIDENCE_KINDS:
-            continue
-        low, high = spans.get(ev.store_id, (ev.ts, ev.ts))
-        if ev.kind == "device_status":  # device states are read further back
-            reach = parse_ts(ev.ts) + timedelta(seconds=evidence.DEVICE_LOOKBACK_S)
-            high = max(high, ts_text(reach))
-        spans[ev.store_id] = (min(low, ev.ts), max(high, ev.ts))
-        if _restart_sign(ev):
-            restarts.append(ev)
-    if not spans or settings.revise_horizon_s <= 0:
-        return set()
+    if settings.revise_horizon_s <= 0:
+        return 0
     floor = horizon_floor(now, settings)
-    out: set[TxnKey] = set()
-    for store_id, (low, high) in spans.items():
-        first = ts_text(parse_ts(low) - timedelta(seconds=settings.after_s))
-        last = ts_text(parse_ts(high) + timedelta(seconds=settings.before_s))
-        rows = conn.execute(
-            "SELECT terminal_id, txn_id FROM txns WHERE store_id = ? AND failed = 1"
-            " AND ts >= ? AND ts >= ? AND min(coalesce(started_at, ts), ts) <= ?",
-            (store_id, max(first, floor), floor, last),
-        ).fetchall()
-        out.update((t, x) for t, x in rows)
+    after, before = timedelta(seconds=settings.after_s), timedelta(seconds=settings.before_s)
+    groups: dict[tuple[str, str, str, str | None], list[tuple[str, str]]] = {}
+    restarts: list[StoredEvent] = []
+    for signal in signals:
+        ev = signal.event
+        group: tuple[str, str, str, str | None]
+        t = parse_ts(ev.ts)
+        impact = _impact(signal)
+        if impact is None:  # an anchor: acquirer verdicts made without one
+            store = ev.body.get("role") in evidence.STORE_ROLES
+            group = ("store_id" if store else "terminal_id",
+                     ev.store_id if store else ev.terminal_id, "anchor", None)  # fmt: skip
+            reach = 0.0
+        else:
+            group = ("store_id" if impact.store else "terminal_id",
+                     ev.store_id if impact.store else ev.terminal_id, impact.first,
+                     impact.full)  # fmt: skip
+            reach = impact.reach_s
+        span = (ts_text(t - after), ts_text(t + before + timedelta(seconds=reach)))
+        groups.setdefault(group, []).append(span)
+        if signal.reason == "restart":
+            restarts.append(ev)
+    marked = 0
+    for (column, value, first, full), spans in sorted(groups.items(), key=str):
+        if first == "anchor":
+            # (a verdict the fleet rule changed does not tell its local confidence: marked)
+            alternatives = [
+                "(local_cause = ? AND NOT (cause = local_cause AND confidence >= ?))"
+            ] * len(ANCHORED_CONFIDENCE)
+            which = " AND (" + " OR ".join(alternatives) + ")"
+            params: list[Any] = [
+                v for cause, level in ANCHORED_CONFIDENCE.items() for v in (cause, level - _EPS)
+            ]
+        else:
+            causes = ORDER[ORDER.index(first) :]
+            which = f" AND local_cause IN ({', '.join('?' * len(causes))})"
+            params = list(causes)
+            if full is not None:
+                # (these causes are never the fleet rule's: cause = local_cause)
+                which += " AND NOT (local_cause = ? AND cause = ? AND confidence >= ?)"
+                params += [full, full, FULL_CONFIDENCE[full] - _EPS]
+        for low, high in _merged(spans):
+            marked += conn.execute(
+                "INSERT INTO txn_pending (terminal_id, txn_id, level, ts)"
+                f" SELECT terminal_id, txn_id, 1, ts FROM txns WHERE {column} = ? AND failed = 1"
+                " AND ts >= ? AND min(coalesce(started_at, ts), ts) <= ?"
+                f"{which} ON CONFLICT (terminal_id, txn_id) DO NOTHING",
+                (value, max(low, floor), high, *params),
+            ).rowcount
     # A payment left open by a power cut is recorded right after the agent's restart,
     # and the rules find the restart and the reboot's host sample by seq, not by time
     # (the payment is dated at its deadline, long before): a start or host sample
@@ -223,58 +398,96 @@ def dirty_by_evidence(
         else:  # the reboot's host sample: payments recorded between the start and it
             first_seq = ev.seq - evidence.HOST_AFTER_START_SEQS - evidence.RESTART_SEQ_WINDOW
             last_seq = ev.seq
-        rows = conn.execute(
-            "SELECT terminal_id, txn_id FROM txns WHERE terminal_id = ? AND agent_id = ?"
-            " AND failed = 1 AND seq BETWEEN ? AND ? AND ts >= ?",
+        marked += conn.execute(
+            "INSERT INTO txn_pending (terminal_id, txn_id, level, ts)"
+            " SELECT terminal_id, txn_id, 1, ts FROM txns WHERE terminal_id = ? AND agent_id = ?"
+            " AND failed = 1 AND seq BETWEEN ? AND ? AND ts >= ?"
+            " ON CONFLICT (terminal_id, txn_id) DO NOTHING",
             (ev.terminal_id, ev.agent_id, first_seq, last_seq, floor),
-        ).fetchall()
-        out.update((t, x) for t, x in rows)
-    return out
+        ).rowcount
+    return marked
 
 
-#: a host sample this soon after boot may be the evidence of a reboot
-_FRESH_BOOT_S: Final = 3600.0
+_NEAREST = f"""
+SELECT ts, terminal_id, txn_id FROM txns
+WHERE acquirer = ? AND store_id = ? AND failed = 1 AND {_FLEET_IN} AND ts >= ? AND ts <= ?
+ORDER BY ts {{order}} LIMIT 2
+"""
 
 
-def _restart_sign(ev: StoredEvent) -> bool:
-    """An agent start, or a host sample taken soon after the host booted."""
-    if ev.kind == "agent_event":
-        return ev.body.get("event") == "start"
-    if ev.kind == "host_sample":
-        uptime = ev.body.get("uptime_s")
-        return isinstance(uptime, int | float) and uptime <= _FRESH_BOOT_S
-    return False
+def _other(rows: Iterable[tuple[str, str, str]], key: TxnKey) -> str | None:
+    for ts, terminal_id, txn_id in rows:
+        if (terminal_id, txn_id) != key:
+            return ts
+    return None
 
 
-def fleet_neighbours(
+def mark_fleet_changes(
     conn: sqlite3.Connection,
-    changed: Iterable[tuple[str, str]],
+    changes: Iterable[FleetChange],
     settings: AttributionSettings,
     now: datetime,
 ) -> set[TxnKey]:
-    """Failed payments to the same acquirer within ±fleet_window_s of ``changed`` (acquirer, ts)."""
+    """Mark pending (1) the counted failures of other stores whose set of stores changed.
+
+    A counted failure of store S at t joined or left: a payment P of another
+    store to the same acquirer counts S iff S has a counted failure within
+    ``P.ts ± fleet_window_s``. Its count changed only if P is within the window
+    of t and S has no other counted failure in P's window: P.ts after the
+    previous one's window and before the next one's. Returns the keys marked.
+    """
     floor = horizon_floor(now, settings)
     window = timedelta(seconds=settings.fleet_window_s)
-    by_acquirer: dict[str, list[datetime]] = {}
-    for acquirer, ts in changed:
-        by_acquirer.setdefault(acquirer, []).append(parse_ts(ts))
-    out: set[TxnKey] = set()
-    for acquirer, times in by_acquirer.items():
-        times.sort()
-        spans: list[list[datetime]] = []
-        for t in times:  # merge overlapping windows: one query each
-            if spans and t - window <= spans[-1][1]:
-                spans[-1][1] = t + window
-            else:
-                spans.append([t - window, t + window])
-        for low, high in spans:
-            rows = conn.execute(
-                "SELECT terminal_id, txn_id FROM txns WHERE acquirer = ? AND failed = 1"
-                " AND ts >= ? AND ts <= ? AND ts >= ?",
-                (acquirer, ts_text(low), ts_text(high), floor),
-            ).fetchall()
-            out.update((t, x) for t, x in rows)
+    marked: set[TxnKey] = set()
+    for acquirer, store_id, ts, key in sorted(set(changes)):
+        t = parse_ts(ts)
+        before = conn.execute(
+            _NEAREST.format(order="DESC"),
+            (acquirer, store_id, ts_text(t - 2 * window), ts),
+        ).fetchall()
+        after = conn.execute(
+            _NEAREST.format(order="ASC"), (acquirer, store_id, ts, ts_text(t + 2 * window))
+        ).fetchall()
+        low, high = ts_text(t - window), ts_text(t + window)
+        previous, following = _other(before, key), _other(after, key)
+        low_op, high_op = ">=", "<="
+        if previous is not None:
+            low, low_op = max(low, ts_text(parse_ts(previous) + window)), ">"
+        if following is not None:
+            high, high_op = min(high, ts_text(parse_ts(following) - window)), "<"
+        if high < low:
+            continue
+        rows = conn.execute(
+            f"SELECT terminal_id, txn_id, ts FROM txns WHERE acquirer = ? AND failed = 1"
+            f" AND ts {low_op} ? AND ts {high_op} ? AND ts >= ? AND store_id != ? AND {_FLEET_IN}",
+            (acquirer, low, high, floor, store_id),
+        ).fetchall()
+        conn.executemany(
+            "INSERT INTO txn_pending (terminal_id, txn_id, level, ts) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (terminal_id, txn_id) DO NOTHING",
+            rows,
+        )
+        marked.update((r[0], r[1]) for r in rows)
+    return marked
+
+
+def pending_keys(conn: sqlite3.Connection, limit: int) -> list[TxnKey]:
+    """Up to ``limit`` pending payments: first causes (oldest first), then revisions."""
+    out: list[TxnKey] = []
+    for level in (2, 1):
+        if len(out) >= limit:
+            break
+        rows = conn.execute(
+            "SELECT terminal_id, txn_id FROM txn_pending WHERE level = ? ORDER BY ts LIMIT ?",
+            (level, limit - len(out)),
+        ).fetchall()
+        out += [(r[0], r[1]) for r in rows]
     return out
+
+
+def count_pending(conn: sqlite3.Connection) -> int:
+    """Failed payments that still need a (new) cause."""
+    return int(conn.execute("SELECT count(*) FROM txn_pending").fetchone()[0])
 
 
 # --- attribution -------------------------------------------------------------------------
@@ -331,23 +544,37 @@ class Attribution:
     #: the payments attributed (their incident membership may have to follow)
     changed: set[TxnKey] = field(default_factory=set)
 
+    def add(self, other: Attribution) -> None:
+        self.attributed += other.attributed
+        self.first += other.first
+        self.revised += other.revised
+        self.changed |= other.changed
+
 
 def attribute(
     conn: sqlite3.Connection,
-    dirty: set[TxnKey],
+    keys: Iterable[TxnKey],
     settings: AttributionSettings,
     now: datetime,
     local_verdict: LocalFn,
     final_verdict: FinalFn,
+    *,
+    neighbours: bool = True,
 ) -> Attribution:
-    """Local verdicts for ``dirty`` (and their fleet neighbours when a local cause changed),
-    then final verdicts for all of them; writes them to ``txns``."""
+    """Decide ``keys``: local verdicts for all, then final verdicts (the fleet rule reads the
+    others' local causes); writes them to ``txns`` and takes them off ``txn_pending``.
+
+    A local cause moving in or out of the causes the fleet rule counts marks the
+    payments of other stores whose count of stores changed (:func:`mark_fleet_changes`).
+    With ``neighbours`` those are decided here too (one round: what they change in
+    turn stays pending); without, they stay pending for the next pass.
+    """
     result = Attribution()
     locals_: dict[TxnKey, tuple[TxnRow, Verdict]] = {}
-    moved: list[tuple[str, str]] = []
 
-    def local(keys: Iterable[TxnKey], track: bool) -> None:
-        for key in sorted(keys):
+    def local(todo: Iterable[TxnKey]) -> list[FleetChange]:
+        changes: list[FleetChange] = []
+        for key in sorted(todo):
             txn = load_txn(conn, key)
             if txn is None:
                 continue
@@ -363,15 +590,15 @@ def attribute(
                     "UPDATE txns SET local_cause = ? WHERE terminal_id = ? AND txn_id = ?",
                     (cause, *key),
                 )
-                # the fleet rule counts stores whose local cause leaves the acquirer as the
-                # suspect: only a change in or out of that set matters to the neighbours
-                counted = (previous in FLEET_CAUSES) != (cause in FLEET_CAUSES)
-                if track and counted and txn.acquirer is not None:
-                    moved.append((txn.acquirer, ts_text(txn.ts)))
+            # the fleet rule counts stores whose local cause leaves the acquirer as the
+            # suspect: only a change in or out of that set matters to the others
+            if (previous in FLEET_CAUSES) != (cause in FLEET_CAUSES) and txn.acquirer:
+                changes.append((txn.acquirer, txn.store_id, ts_text(txn.ts), key))
+        return changes
 
-    local(dirty, track=True)
-    if moved:
-        local(fleet_neighbours(conn, moved, settings, now) - set(locals_), track=False)
+    marked = mark_fleet_changes(conn, local(set(keys)), settings, now)
+    if neighbours:
+        mark_fleet_changes(conn, local(marked - set(locals_)), settings, now)
     stamp = ts_text(now)
     for key, (txn, local_v) in sorted(locals_.items()):
         final = final_verdict(conn, txn, local_v, settings)
@@ -384,13 +611,14 @@ def attribute(
             " attributed_at = ? WHERE terminal_id = ? AND txn_id = ?",
             (
                 str(final.cause),
-                max(0.0, min(1.0, float(final.confidence))),
+                _unit(final.confidence),
                 evidence_json(final),
                 final.action,
                 stamp,
                 *key,
             ),
         )
+        conn.execute("DELETE FROM txn_pending WHERE terminal_id = ? AND txn_id = ?", key)
         result.attributed += 1
         if previous is None:
             result.first += 1
@@ -398,3 +626,7 @@ def attribute(
             result.revised += 1
         result.changed.add(key)
     return result
+
+
+def _unit(value: float) -> float:
+    return max(0.0, min(1.0, float(value)))

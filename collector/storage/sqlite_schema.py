@@ -145,6 +145,87 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (terminal_id, txn_id)
         ) WITHOUT ROWID
         """,
+        # the failed payments the correlator still has to decide, worked off a bounded
+        # batch per pass: level 2 its first cause (new or changed), 1 a revision (new
+        # evidence, the fleet around it changed); deleted once decided
+        """
+        CREATE TABLE txn_pending (
+            terminal_id TEXT NOT NULL,
+            txn_id      TEXT NOT NULL,
+            level       INTEGER NOT NULL CHECK (level IN (1, 2)),
+            ts          TEXT NOT NULL,               -- txns.ts: oldest first
+            PRIMARY KEY (terminal_id, txn_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX txn_pending_level_ts ON txn_pending (level, ts)",
+        # the fleet rule's failures: the local causes that leave the acquirer as the suspect
+        # (collector.correlate.evidence.FLEET_CAUSES), per store, in time
+        "CREATE INDEX txns_fleet ON txns (acquirer, store_id, ts) WHERE failed = 1"
+        " AND local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')",
+        # which stores had such failures to an acquirer in which minute (kept by the
+        # triggers below): the fleet rule reads the stores near a payment from here, then
+        # each one's nearest failure from txns (a stale row costs a read, never a verdict)
+        """
+        CREATE TABLE fleet_minutes (
+            acquirer TEXT NOT NULL,
+            minute   TEXT NOT NULL,                  -- substr(ts, 1, 16): 'YYYY-MM-DDTHH:MM'
+            store_id TEXT NOT NULL,
+            failures INTEGER NOT NULL,
+            PRIMARY KEY (acquirer, minute, store_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER txns_fleet_insert AFTER INSERT ON txns
+        WHEN new.failed = 1 AND new.acquirer IS NOT NULL
+             AND new.local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')
+        BEGIN
+            INSERT INTO fleet_minutes (acquirer, minute, store_id, failures)
+            VALUES (new.acquirer, substr(new.ts, 1, 16), new.store_id, 1)
+            ON CONFLICT (acquirer, minute, store_id) DO UPDATE SET failures = failures + 1;
+        END
+        """,
+        """
+        CREATE TRIGGER txns_fleet_leave
+        AFTER UPDATE OF failed, acquirer, ts, store_id, local_cause ON txns
+        WHEN old.failed = 1 AND old.acquirer IS NOT NULL
+             AND old.local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')
+             AND (old.failed, old.acquirer, old.ts, old.store_id, old.local_cause)
+                 IS NOT (new.failed, new.acquirer, new.ts, new.store_id, new.local_cause)
+        BEGIN
+            UPDATE fleet_minutes SET failures = failures - 1
+            WHERE acquirer = old.acquirer AND minute = substr(old.ts, 1, 16)
+              AND store_id = old.store_id;
+            DELETE FROM fleet_minutes
+            WHERE acquirer = old.acquirer AND minute = substr(old.ts, 1, 16)
+              AND store_id = old.store_id AND failures <= 0;
+        END
+        """,
+        """
+        CREATE TRIGGER txns_fleet_join
+        AFTER UPDATE OF failed, acquirer, ts, store_id, local_cause ON txns
+        WHEN new.failed = 1 AND new.acquirer IS NOT NULL
+             AND new.local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')
+             AND (old.failed, old.acquirer, old.ts, old.store_id, old.local_cause)
+                 IS NOT (new.failed, new.acquirer, new.ts, new.store_id, new.local_cause)
+        BEGIN
+            INSERT INTO fleet_minutes (acquirer, minute, store_id, failures)
+            VALUES (new.acquirer, substr(new.ts, 1, 16), new.store_id, 1)
+            ON CONFLICT (acquirer, minute, store_id) DO UPDATE SET failures = failures + 1;
+        END
+        """,
+        """
+        CREATE TRIGGER txns_fleet_delete AFTER DELETE ON txns
+        WHEN old.failed = 1 AND old.acquirer IS NOT NULL
+             AND old.local_cause IN ('acquirer_path', 'acquirer_outage', 'unknown')
+        BEGIN
+            UPDATE fleet_minutes SET failures = failures - 1
+            WHERE acquirer = old.acquirer AND minute = substr(old.ts, 1, 16)
+              AND store_id = old.store_id;
+            DELETE FROM fleet_minutes
+            WHERE acquirer = old.acquirer AND minute = substr(old.ts, 1, 16)
+              AND store_id = old.store_id AND failures <= 0;
+        END
+        """,
         "CREATE INDEX txns_ts ON txns (ts)",
         "CREATE INDEX txns_terminal_ts ON txns (terminal_id, ts)",
         "CREATE INDEX txns_store_ts ON txns (store_id, ts)",
