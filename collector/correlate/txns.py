@@ -33,11 +33,13 @@ placed at the first hop it can speak for (:func:`_impact`):
   terminal) cannot be moved by more of the same evidence and is left alone;
 - a probe change to ok (``change``): the same hops, none left alone — a span
   ended and the payments it covered may lose their cause;
-- a healthy window of an internet anchor (isp, collector; ``anchor``): only
+- a healthy window of an internet anchor (isp, collector; ``anchor``): the
   acquirer_path and acquirer_outage verdicts made without an anchor (their
-  confidence rises with one); healthy windows of other roles, and every
-  window's order, say nothing: a window is a span of its own and cuts
-  nothing short;
+  confidence rises with one), and for an isp window the isp verdicts (one
+  anchor down while another answers over the payment is not the ISP); a
+  healthy window can neither make an ISP verdict nor move one at full
+  confidence. Healthy windows of other roles, and every window's order, say
+  nothing: a window is a span of its own and cuts nothing short;
 - a device status whose rule-relevant state changed (a UPS flag of a mains
   failure, a PIN pad in fault, a modem without network), a late one (it may
   cut a span short), or one heard again after a long silence: from the
@@ -52,20 +54,24 @@ placed at the first hop it can speak for (:func:`_impact`):
 
 A signal at time e concerns the payments the rules read it for:
 ``ts >= e - after_s`` and ``begin <= e + before_s`` (device states up to
-``DEVICE_LOOKBACK_S`` earlier), of the whole store for the store-level
+``DEVICE_LOOKBACK_S`` earlier; a window or a host sample, a span of its own
+that the rules credit only within ``SLACK_S`` of a payment, only the payments
+that near), of the whole store for the store-level
 probe roles (gateway, isp, dns: a terminal borrows its neighbours'), else of
 its terminal only; never older than ``revise_horizon_s``. This holds as well
 for evidence that arrives late and out of order (an offline store uploading
 its backlog): ranges are by event time, and a late status is a signal.
 
-*The fleet* (:func:`mark_fleet_changes`): the fleet rule counts, for a
-payment, the *stores* with a failure to the same acquirer within
-``±fleet_window_s`` whose local cause leaves the acquirer as the suspect
-(:data:`FLEET_CAUSES`). When a payment joins or leaves that set (its local
-cause moves in or out, or a counted payment moves in time), the counted
-payments of other stores are revised only where the set of stores changes:
-those within the window whose window holds no other counted failure of the
-same store. A second failure of a store already counted changes nothing.
+*The fleet* (:func:`mark_fleet_changes`): for a payment the fleet rule
+reads, of each other store, its failure to the same acquirer *nearest* to it
+within ``±fleet_window_s`` among those whose local cause leaves the acquirer
+as the suspect (:data:`FLEET_CAUSES`), and whether that one saw the acquirer
+fail (:func:`fleet_class`). Only the payments of other stores (with such a
+local cause themselves) for which a changed failure is or was that nearest
+one are revised: when a failure joins, leaves or changes class (or a counted
+payment moves in time), those within the window nearer to it than to its
+store's previous and next counted failures. A store's first failure in a
+while concerns the whole window; one of many, a sliver of it.
 
 What is not revised is evidence that repeats what a verdict already holds: a
 verdict may then cite one equivalent event rather than another (a heartbeat
@@ -87,7 +93,7 @@ from protocol.causes import TECHNICAL_RESPONSE_CODES
 from ..settings import AttributionSettings
 from . import evidence
 from .model import TxnRow, Verdict
-from .rules import CHECKS
+from .rules import ACQUIRER_SIDE, CHECKS, SLACK_S
 from .state import Signal, StoredEvent
 
 #: (terminal_id, txn_id)
@@ -286,32 +292,67 @@ def horizon_floor(now: datetime, settings: AttributionSettings) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Impact:
-    """Which payments around a signal it may change."""
+    """Which payments around a signal at time e it may change."""
 
-    first: str  # the first hop it speaks for: payments whose local cause is it or later
-    full: str | None  # ... but not those already at full confidence for this hop
+    #: the payments' local causes it may change (SQL condition on txns) and its parameters
+    which: str
+    params: tuple[Any, ...]
     store: bool  # the store's payments (a store-level probe role), else its terminal's
-    reach_s: float = 0.0  # read this much further back (device states)
+    #: payments with ts >= e - behind and begin <= e + ahead (None: the rules' read range)
+    behind_s: float | None = None
+    ahead_s: float | None = None
+    reach_s: float = 0.0  # ... and device states are read this much further back
 
 
-def _impact(signal: Signal) -> _Impact | None:
-    """Where a signal stands in the rules' order (None: an anchor, marked apart)."""
+def _from(first: str, full: str | None) -> tuple[str, tuple[Any, ...]]:
+    """Local causes at or after the hop ``first``; without those at full confidence for the
+    hop ``full`` (never the fleet rule's causes: there cause = local_cause)."""
+    causes = ORDER[ORDER.index(first) :]
+    which = f"local_cause IN ({', '.join('?' * len(causes))})"
+    if full is None:
+        return which, tuple(causes)
+    which += " AND NOT (local_cause = ? AND cause = ? AND confidence >= ?)"
+    return which, (*causes, full, full, FULL_CONFIDENCE[full] - _EPS)
+
+
+def _unanchored(isp: bool) -> tuple[str, tuple[Any, ...]]:
+    """Acquirer verdicts made without a healthy internet anchor (a verdict the fleet rule
+    changed does not tell its local confidence: taken); with ``isp``, ISP verdicts too: a
+    healthy window of another ISP anchor over the payment says the internet worked."""
+    alternatives = ["(local_cause = ? AND NOT (cause = local_cause AND confidence >= ?))"]
+    alternatives *= len(ANCHORED_CONFIDENCE)
+    params: list[Any] = [
+        v for cause, level in ANCHORED_CONFIDENCE.items() for v in (cause, level - _EPS)
+    ]
+    if isp:
+        alternatives.append("local_cause = 'isp'")
+    return "(" + " OR ".join(alternatives) + ")", tuple(params)
+
+
+def _impact(signal: Signal) -> _Impact:
+    """Where a signal stands in the rules' order, and how far from it it counts."""
     ev, reason = signal.event, signal.reason
-    if reason == "anchor":
-        return None
     if ev.kind in ("probe_window", "probe_change"):
         role = str(ev.body.get("role", ""))
+        store = role in evidence.STORE_ROLES
+        behind = ahead = None
+        if ev.kind == "probe_window":  # a span of its own: it counts within SLACK_S
+            window_s = ev.body.get("window_s")
+            width = float(window_s) if isinstance(window_s, int | float) else 0.0
+            behind, ahead = width + SLACK_S, SLACK_S
+        if reason == "anchor":
+            which, params = _unanchored(isp=role == "isp")
+            return _Impact(which, params, store, behind, ahead)
         hop = ROLE_HOP.get(role, "dns")
         full = hop if reason == "failing" and role != "collector" else None
-        return _Impact(hop, full, role in evidence.STORE_ROLES)
+        return _Impact(*_from(hop, full), store, behind, ahead)
     if ev.kind == "device_status":
-        reach = float(evidence.DEVICE_LOOKBACK_S)
         causes = signal.causes if reason != "late" else frozenset({"power"})
         first = min(causes or {"power"}, key=ORDER.index)
-        return _Impact(first, None, False, reach)
+        return _Impact(*_from(first, None), False, reach_s=float(evidence.DEVICE_LOOKBACK_S))
     if ev.kind == "host_sample" and reason in ("failing", "late"):
-        return _Impact("host", "host", False)
-    return _Impact("power", None, False)  # a restart: every hop
+        return _Impact(*_from("host", "host"), False, evidence.HOST_WINDOW_S + SLACK_S, SLACK_S)
+    return _Impact(*_from("power", None), False)  # a restart: every hop
 
 
 def _merged(spans: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -334,58 +375,38 @@ def mark_by_evidence(
 
     The rules read ``[begin - before_s, ts + after_s]`` around a payment, so a
     signal at time e concerns the payments with ``ts >= e - after_s`` and
-    ``begin <= e + before_s`` (see the module's docstring for which ones).
+    ``begin <= e + before_s``; a window or host sample (a span of its own) only
+    those within ``SLACK_S`` of it (see the module's docstring for which ones).
     """
     if settings.revise_horizon_s <= 0:
         return 0
     floor = horizon_floor(now, settings)
-    after, before = timedelta(seconds=settings.after_s), timedelta(seconds=settings.before_s)
-    groups: dict[tuple[str, str, str, str | None], list[tuple[str, str]]] = {}
+    groups: dict[tuple[str, str, str, tuple[Any, ...]], list[tuple[str, str]]] = {}
     restarts: list[StoredEvent] = []
     for signal in signals:
         ev = signal.event
-        group: tuple[str, str, str, str | None]
         t = parse_ts(ev.ts)
         impact = _impact(signal)
-        if impact is None:  # an anchor: acquirer verdicts made without one
-            store = ev.body.get("role") in evidence.STORE_ROLES
-            group = ("store_id" if store else "terminal_id",
-                     ev.store_id if store else ev.terminal_id, "anchor", None)  # fmt: skip
-            reach = 0.0
-        else:
-            group = ("store_id" if impact.store else "terminal_id",
-                     ev.store_id if impact.store else ev.terminal_id, impact.first,
-                     impact.full)  # fmt: skip
-            reach = impact.reach_s
-        span = (ts_text(t - after), ts_text(t + before + timedelta(seconds=reach)))
-        groups.setdefault(group, []).append(span)
+        behind = settings.after_s if impact.behind_s is None else impact.behind_s
+        ahead = settings.before_s if impact.ahead_s is None else impact.ahead_s
+        span = (
+            ts_text(t - timedelta(seconds=behind)),
+            ts_text(t + timedelta(seconds=ahead + impact.reach_s)),
+        )
+        column, value = (
+            ("store_id", ev.store_id) if impact.store else ("terminal_id", ev.terminal_id)
+        )
+        groups.setdefault((column, value, impact.which, impact.params), []).append(span)
         if signal.reason == "restart":
             restarts.append(ev)
     marked = 0
-    for (column, value, first, full), spans in sorted(groups.items(), key=str):
-        if first == "anchor":
-            # (a verdict the fleet rule changed does not tell its local confidence: marked)
-            alternatives = [
-                "(local_cause = ? AND NOT (cause = local_cause AND confidence >= ?))"
-            ] * len(ANCHORED_CONFIDENCE)
-            which = " AND (" + " OR ".join(alternatives) + ")"
-            params: list[Any] = [
-                v for cause, level in ANCHORED_CONFIDENCE.items() for v in (cause, level - _EPS)
-            ]
-        else:
-            causes = ORDER[ORDER.index(first) :]
-            which = f" AND local_cause IN ({', '.join('?' * len(causes))})"
-            params = list(causes)
-            if full is not None:
-                # (these causes are never the fleet rule's: cause = local_cause)
-                which += " AND NOT (local_cause = ? AND cause = ? AND confidence >= ?)"
-                params += [full, full, FULL_CONFIDENCE[full] - _EPS]
+    for (column, value, which, params), spans in sorted(groups.items(), key=str):
         for low, high in _merged(spans):
             marked += conn.execute(
                 "INSERT INTO txn_pending (terminal_id, txn_id, level, ts)"
                 f" SELECT terminal_id, txn_id, 1, ts FROM txns WHERE {column} = ? AND failed = 1"
                 " AND ts >= ? AND min(coalesce(started_at, ts), ts) <= ?"
-                f"{which} ON CONFLICT (terminal_id, txn_id) DO NOTHING",
+                f" AND {which} ON CONFLICT (terminal_id, txn_id) DO NOTHING",
                 (value, max(low, floor), high, *params),
             ).rowcount
     # A payment left open by a power cut is recorded right after the agent's restart,
@@ -422,19 +443,30 @@ def _other(rows: Iterable[tuple[str, str, str]], key: TxnKey) -> str | None:
     return None
 
 
+def fleet_class(local_cause: str | None) -> str | None:
+    """What a failure is to the fleet rule: not counted (None), ``seen`` (the acquirer
+    itself was seen failing) or ``unexplained`` (counted only beside ``seen`` ones)."""
+    if local_cause not in FLEET_CAUSES:
+        return None
+    return "seen" if local_cause in ACQUIRER_SIDE else "unexplained"
+
+
 def mark_fleet_changes(
     conn: sqlite3.Connection,
     changes: Iterable[FleetChange],
     settings: AttributionSettings,
     now: datetime,
 ) -> set[TxnKey]:
-    """Mark pending (1) the counted failures of other stores whose set of stores changed.
+    """Mark pending (1) the counted failures of other stores that may read this one.
 
-    A counted failure of store S at t joined or left: a payment P of another
-    store to the same acquirer counts S iff S has a counted failure within
-    ``P.ts ± fleet_window_s``. Its count changed only if P is within the window
-    of t and S has no other counted failure in P's window: P.ts after the
-    previous one's window and before the next one's. Returns the keys marked.
+    For a payment P the fleet rule reads, of every other store, its counted
+    failure to the same acquirer *nearest* to P within ``±fleet_window_s``
+    (and whether it saw the acquirer fail). A counted failure of store S at t
+    that joined, left or changed its class can only matter to the payments for
+    which it is (or was) S's nearest: those within the window of t and nearer
+    to t than to S's previous and next counted failures. When S fails often
+    that is a sliver; when t is S's only failure around, the whole window.
+    Returns the keys marked.
     """
     floor = horizon_floor(now, settings)
     window = timedelta(seconds=settings.fleet_window_s)
@@ -448,19 +480,16 @@ def mark_fleet_changes(
         after = conn.execute(
             _NEAREST.format(order="ASC"), (acquirer, store_id, ts, ts_text(t + 2 * window))
         ).fetchall()
-        low, high = ts_text(t - window), ts_text(t + window)
+        low, high = t - window, t + window
         previous, following = _other(before, key), _other(after, key)
-        low_op, high_op = ">=", "<="
-        if previous is not None:
-            low, low_op = max(low, ts_text(parse_ts(previous) + window)), ">"
+        if previous is not None:  # nearer to the previous one: it is S's nearest there
+            low = max(low, t - (t - parse_ts(previous)) / 2)
         if following is not None:
-            high, high_op = min(high, ts_text(parse_ts(following) - window)), "<"
-        if high < low:
-            continue
+            high = min(high, t + (parse_ts(following) - t) / 2)
         rows = conn.execute(
-            f"SELECT terminal_id, txn_id, ts FROM txns WHERE acquirer = ? AND failed = 1"
-            f" AND ts {low_op} ? AND ts {high_op} ? AND ts >= ? AND store_id != ? AND {_FLEET_IN}",
-            (acquirer, low, high, floor, store_id),
+            "SELECT terminal_id, txn_id, ts FROM txns WHERE acquirer = ? AND failed = 1"
+            f" AND ts >= ? AND ts <= ? AND ts >= ? AND store_id != ? AND {_FLEET_IN}",
+            (acquirer, ts_text(low), ts_text(high), floor, store_id),
         ).fetchall()
         conn.executemany(
             "INSERT INTO txn_pending (terminal_id, txn_id, level, ts) VALUES (?, ?, 1, ?)"
@@ -590,9 +619,9 @@ def attribute(
                     "UPDATE txns SET local_cause = ? WHERE terminal_id = ? AND txn_id = ?",
                     (cause, *key),
                 )
-            # the fleet rule counts stores whose local cause leaves the acquirer as the
-            # suspect: only a change in or out of that set matters to the others
-            if (previous in FLEET_CAUSES) != (cause in FLEET_CAUSES) and txn.acquirer:
+            # the fleet rule reads the stores whose local cause leaves the acquirer as the
+            # suspect, and which of them saw it fail: only a change of that matters
+            if fleet_class(previous) != fleet_class(cause) and txn.acquirer:
                 changes.append((txn.acquirer, txn.store_id, ts_text(txn.ts), key))
         return changes
 
