@@ -18,7 +18,8 @@ What is exported, and where it comes from:
 - ``posmon_ingest_reports_total``, ``posmon_ingest_events_total``,
   ``posmon_ingest_duplicates_total``, ``posmon_ingest_rejected_total{status}``
   counters — what ingest did since this process started.
-- ``posmon_correlator_pending_events`` gauge and
+- ``posmon_correlator_pending_events`` and ``posmon_correlator_pending_payments``
+  gauges, ``posmon_correlator_max_pass_milliseconds``, and
   ``posmon_correlator_attributed_total`` and ``posmon_correlator_revised_total``
   counters — from the correlator's
   ``status()``; absent when the correlator is not running.
@@ -253,34 +254,28 @@ def correlator_families(app: web.Application) -> list[Family]:
         return []
     status = app[key].status()
     out: list[Family] = []
-    pending = _status_value(status, "pending_events")
-    if pending is not None:
-        family = Family(
-            "posmon_correlator_pending_events",
-            "gauge",
-            "Stored events the correlator has not read yet.",
-        )
-        family.add(pending)
-        out.append(family)
-    attributed = _status_value(status, "attributed_total", "attributed")
-    if attributed is not None:
-        family = Family(
-            "posmon_correlator_attributed_total",
-            "counter",
-            "Failed payments the correlator attributed since start-up.",
-        )
-        family.add(attributed)
-        out.append(family)
-    revised = _status_value(status, "revised_total")
-    if revised is not None:
-        family = Family(
-            "posmon_correlator_revised_total",
-            "counter",
-            "Attributions revised since start-up because later evidence arrived.",
-        )
-        family.add(revised)
-        out.append(family)
+    for key_name, name, kind, text in _CORRELATOR_SERIES:
+        value = _status_value(status, key_name)
+        if value is not None:
+            family = Family(name, kind, text)
+            family.add(value)
+            out.append(family)
     return out
+
+
+#: the correlator's status() field -> (metric, type, help)
+_CORRELATOR_SERIES: Final = (
+    ("pending_events", "posmon_correlator_pending_events", "gauge",
+     "Stored events the correlator has not read yet."),
+    ("pending_payments", "posmon_correlator_pending_payments", "gauge",
+     "Failed payments waiting for their first cause or a revision."),
+    ("attributed_total", "posmon_correlator_attributed_total", "counter",
+     "Failed payments the correlator attributed since start-up."),
+    ("revised_total", "posmon_correlator_revised_total", "counter",
+     "Attributions revised since start-up because later evidence arrived."),
+    ("max_pass_ms", "posmon_correlator_max_pass_milliseconds", "gauge",
+     "The longest a correlator pass held the database writer since start-up."),
+)  # fmt: skip
 
 
 # --- the handler ---------------------------------------------------------------------------

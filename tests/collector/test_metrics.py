@@ -172,6 +172,8 @@ def test_correlator_figures_follow_a_payment_through_the_real_correlator(tmp_pat
             assert time.monotonic() < deadline, samples
             time.sleep(0.1)
         assert types["posmon_correlator_pending_events"] == "gauge"
+        assert types["posmon_correlator_pending_payments"] == "gauge"
+        assert samples[("posmon_correlator_max_pass_milliseconds", ())] > 0
         assert types["posmon_correlator_attributed"] == "counter"
         assert samples[("posmon_correlator_pending_events", ())] == 0
         assert len(failed) == 1 and "pending" not in failed  # one cause, whichever it is
