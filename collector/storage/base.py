@@ -13,6 +13,7 @@ events are durable, so the collector never acknowledges what it could lose.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -64,6 +65,15 @@ def _check_id(field: str, value: str | None) -> None:
         raise ValueError(f"{field}: must not be empty")
     if len(value) > ID_MAX_LEN:
         raise ValueError(f"{field}: longer than {ID_MAX_LEN} characters")
+
+
+def new_token() -> str:
+    """32 random bytes, URL-safe; never starting with "-", which command lines would
+    take for an option (``posmon --token -x…``)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def hash_token(token: str) -> str:

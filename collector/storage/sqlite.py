@@ -15,7 +15,6 @@ table is tiny); a miss goes to the database, so a token created meanwhile by
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import structlog
 from protocol import Ack, format_datetime
 from protocol.fastwire import WireReport
 
-from .base import TokenInfo, TokenKind, hash_token, refusal
+from .base import TokenInfo, TokenKind, hash_token, new_token, refusal
 from .sqlite_schema import migrate
 from .sqlite_writer import DEFAULT_MAX_GROUP, SqliteWriter
 
@@ -177,7 +176,7 @@ class SqliteStorage:
         name: str | None = None,
     ) -> str:
         info = TokenInfo(kind, terminal_id, store_id, name)  # validates: ValueError
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         key = hash_token(token)
         created = format_datetime(datetime.now(UTC))
 

@@ -299,3 +299,11 @@ async def test_closed_storage_refuses_work(tmp_path: Path) -> None:
         await storage.ping()
     # what was acknowledged is in the file
     assert rows(tmp_path / "c.db", "SELECT seq FROM events") == [(1,)]
+
+
+def test_new_tokens_never_look_like_a_command_line_option() -> None:
+    from collector.storage.base import new_token
+
+    tokens = [new_token() for _ in range(2000)]  # about 31 would start with "-" otherwise
+    assert not any(t.startswith("-") for t in tokens)
+    assert len(set(tokens)) == len(tokens) and all(len(t) == 43 for t in tokens)
