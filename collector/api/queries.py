@@ -284,9 +284,8 @@ def txns_page(
     failed = flt.failed
     if failed is None and flt.cause is not None:
         failed = True  # only failed payments have a cause; lets the partial index serve
-    if failed is not None:
-        where.append("failed = ?")
-        params.append(int(failed))
+    if failed is not None:  # a literal, not a parameter: the partial indexes need it
+        where.append("failed = 1" if failed else "failed = 0")
     if flt.in_doubt is True:
         where.append(UNRESOLVED)
     elif flt.in_doubt is False:

@@ -233,10 +233,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX txns_cause_ts ON txns (cause, ts) WHERE failed = 1",
         "CREATE INDEX txns_in_doubt_ts ON txns (ts) WHERE in_doubt = 1",
         # the fleet view and the per-terminal counts read only these partial indexes
+        # (covering: the columns the queries read are in the index)
         "CREATE INDEX txns_failed_ts ON txns (ts, cause, terminal_id) WHERE failed = 1",
-        "CREATE INDEX txns_failed_terminal_ts ON txns (terminal_id, ts) WHERE failed = 1",
-        "CREATE INDEX txns_unresolved ON txns (terminal_id)"
+        "CREATE INDEX txns_failed_terminal_ts ON txns (terminal_id, ts, cause, failed)"
+        " WHERE failed = 1",
+        "CREATE INDEX txns_unresolved ON txns (terminal_id, in_doubt, resolution)"
         " WHERE in_doubt = 1 AND resolution IS NULL",
+        # payments of a store waiting for the fleet window before their incident opens
+        "CREATE INDEX txns_waiting ON txns (store_id, ts) WHERE failed = 1"
+        " AND incident_id IS NULL AND cause IN ('acquirer_path', 'acquirer_outage')",
         # incidents: payment incidents (a cause in a scope) and health incidents
         """
         CREATE TABLE incidents (
