@@ -171,9 +171,11 @@ def parse_listen(value: Any) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _int_between(low: int, high: int) -> Callable[[Any], int]:
+def int_between(low: int, high: int, *, from_text: bool = False) -> Callable[[Any], int]:
+    """A validator of an integer in ``low..high`` (also as text, for flags, with ``from_text``)."""
+
     def check(value: Any) -> int:
-        if isinstance(value, str):
+        if from_text and isinstance(value, str):
             try:
                 value = int(value.replace("_", ""), 10)
             except ValueError:
@@ -196,7 +198,9 @@ def _path(value: Any) -> Path:
     return path
 
 
-def _number_between(low: float, high: float) -> Callable[[Any], float]:
+def number_between(low: float, high: float) -> Callable[[Any], float]:
+    """A validator of a number (integer or float) in ``low..high``."""
+
     def check(value: Any) -> float:
         if type(value) not in (int, float):
             raise ValueError("expected a number")
@@ -221,7 +225,8 @@ def _http_url(value: Any) -> str:
     return value
 
 
-def _bool(value: Any) -> bool:
+def boolean(value: Any) -> bool:
+    """A validator of ``true``/``false``."""
     if type(value) is not bool:
         raise ValueError("expected true or false")
     return value
@@ -252,8 +257,8 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[Any], Any]]] = {
     "server": {
         "listen": parse_listen,
         "db": _check_db,
-        "max_body_bytes": _int_between(1024, MAX_BODY_BYTES),
-        "max_events_per_report": _int_between(1, MAX_EVENTS_PER_REPORT),
+        "max_body_bytes": int_between(1024, MAX_BODY_BYTES, from_text=True),
+        "max_events_per_report": int_between(1, MAX_EVENTS_PER_REPORT, from_text=True),
         "tls_cert": _path,
         "tls_key": _path,
     },
@@ -269,42 +274,42 @@ _SECTIONS: Mapping[str, tuple[type[Any], Mapping[str, Callable[[Any], Any]]]] = 
     "attribution": (
         AttributionSettings,
         {
-            "before_s": _int_between(0, _DAY),
-            "after_s": _int_between(0, _DAY),
-            "revise_horizon_s": _int_between(0, 30 * _DAY),
-            "fleet_window_s": _int_between(10, _DAY),
-            "fleet_min_stores": _int_between(2, 100_000),
-            "fleet_min_acquirer_evidence": _int_between(1, 100_000),
-            "loss_fail_pct": _number_between(1, 100),
-            "clock_max_offset_ms": _number_between(1, 86_400_000),
-            "cpu_starved_pct": _number_between(1, 100),
-            "mem_starved_pct": _number_between(1, 100),
-            "disk_full_pct": _number_between(1, 100),
-            "offline_after_s": _int_between(10, 30 * _DAY),
+            "before_s": int_between(0, _DAY),
+            "after_s": int_between(0, _DAY),
+            "revise_horizon_s": int_between(0, 30 * _DAY),
+            "fleet_window_s": int_between(10, _DAY),
+            "fleet_min_stores": int_between(2, 100_000),
+            "fleet_min_acquirer_evidence": int_between(1, 100_000),
+            "loss_fail_pct": number_between(1, 100),
+            "clock_max_offset_ms": number_between(1, 86_400_000),
+            "cpu_starved_pct": number_between(1, 100),
+            "mem_starved_pct": number_between(1, 100),
+            "disk_full_pct": number_between(1, 100),
+            "offline_after_s": int_between(10, 30 * _DAY),
         },
     ),
     "incidents": (
         IncidentSettings,
         {
-            "close_after_s": _int_between(10, 30 * _DAY),
-            "health_open_after_s": _int_between(0, _DAY),
+            "close_after_s": int_between(10, 30 * _DAY),
+            "health_open_after_s": int_between(0, _DAY),
         },
     ),
     "alerts": (
         AlertSettings,
         {
             "webhook_url": _http_url,
-            "webhook_timeout_s": _number_between(0.1, 300),
+            "webhook_timeout_s": number_between(0.1, 300),
             "smtp_host": _text,
-            "smtp_port": _int_between(1, 65535),
-            "smtp_starttls": _bool,
+            "smtp_port": int_between(1, 65535),
+            "smtp_starttls": boolean,
             "smtp_username": _text,
             "smtp_password": _text,
             "smtp_from": _text,
             "smtp_to": _addresses,
-            "retry_initial_s": _number_between(0.01, 3600),
-            "retry_max_s": _number_between(0.01, _DAY),
-            "give_up_after_s": _number_between(1, 30 * _DAY),
+            "retry_initial_s": number_between(0.01, 3600),
+            "retry_max_s": number_between(0.01, _DAY),
+            "give_up_after_s": number_between(1, 30 * _DAY),
         },
     ),
 }

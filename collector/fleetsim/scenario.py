@@ -25,6 +25,8 @@ from typing import Any, Final, Literal
 
 from protocol.causes import Cause
 
+from ..settings import boolean, int_between, number_between
+
 FaultKind = Literal[
     "isp_down",
     "router_down",
@@ -175,28 +177,6 @@ def parse_duration(value: Any) -> int:
     return seconds
 
 
-def _int_between(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if type(value) is not int:
-            raise ValueError("expected an integer")
-        if not low <= value <= high:
-            raise ValueError(f"{value} is out of range; allowed {low}..{high}")
-        return value
-
-    return check
-
-
-def _number_between(low: float, high: float) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if type(value) not in (int, float):
-            raise ValueError("expected a number")
-        if not low <= value <= high:
-            raise ValueError(f"{value} is out of range; allowed {low:g}..{high:g}")
-        return float(value)
-
-    return check
-
-
 def _ident(value: Any) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ValueError(
@@ -215,7 +195,7 @@ def _acquirers(value: Any) -> tuple[str, ...]:
 
 
 def _rate_range(value: Any) -> tuple[float, float]:
-    check = _number_between(0, 3600)
+    check = number_between(0, 3600)
     if isinstance(value, int | float) and not isinstance(value, bool):
         rate = check(value)
         return rate, rate
@@ -229,7 +209,7 @@ def _rate_range(value: Any) -> tuple[float, float]:
 
 def _stores(value: Any) -> tuple[str, ...] | int:
     if type(value) is int:
-        return _int_between(1, MAX_STORES)(value)
+        return int_between(1, MAX_STORES)(value)
     if isinstance(value, list) and value:
         ids = tuple(_ident(v) for v in value)
         if len(set(ids)) != len(ids):
@@ -240,7 +220,7 @@ def _stores(value: Any) -> tuple[str, ...] | int:
 
 def _terminals(value: Any) -> tuple[str, ...] | int:
     if type(value) is int:
-        return _int_between(1, MAX_TERMINALS_PER_STORE)(value)
+        return int_between(1, MAX_TERMINALS_PER_STORE)(value)
     if isinstance(value, list) and value:
         ids = tuple(_ident(v) for v in value)
         if len(set(ids)) != len(ids):
@@ -260,14 +240,8 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
 def _pct_range(value: Any) -> tuple[float, float]:
-    check = _number_between(0, 100)
+    check = number_between(0, 100)
     if not isinstance(value, list) or len(value) != 2:
         raise ValueError("expected [min, max] in percent, like [10, 40]")
     low, high = check(value[0]), check(value[1])
@@ -285,17 +259,17 @@ def _text(value: Any) -> str:
 _TOP: Final[Mapping[str, Callable[[Any], Any]]] = {
     "name": _text,
     "duration": parse_duration,
-    "stores": _int_between(1, MAX_STORES),
-    "terminals": _int_between(1, MAX_TERMINALS_PER_STORE),
+    "stores": int_between(1, MAX_STORES),
+    "terminals": int_between(1, MAX_TERMINALS_PER_STORE),
     "acquirers": _acquirers,
-    "upload_interval_s": _int_between(5, 3600),
+    "upload_interval_s": int_between(5, 3600),
     "payments_per_hour": _rate_range,
-    "decline_pct": _number_between(0, 50),
-    "background_failures_per_hour": _number_between(0, 60),
-    "payment_timeout_s": _int_between(5, 600),
-    "fleet_min_stores": _int_between(2, MAX_STORES),
-    "wifi_stores": _int_between(0, MAX_STORES),
-    "quiet_margin_s": _int_between(0, 86400),
+    "decline_pct": number_between(0, 50),
+    "background_failures_per_hour": number_between(0, 60),
+    "payment_timeout_s": int_between(5, 600),
+    "fleet_min_stores": int_between(2, MAX_STORES),
+    "wifi_stores": int_between(0, MAX_STORES),
+    "quiet_margin_s": int_between(0, 86400),
 }
 _TOP_FIELDS: Final = {"duration": "duration_s"}
 
@@ -308,21 +282,21 @@ _FAULT: Final[Mapping[str, Callable[[Any], Any]]] = {
     "terminals": _terminals,
     "acquirer": _ident,
     "severity": _choice(("bad", "weak")),
-    "offset_s": _int_between(-50 * 365 * 86400, 50 * 365 * 86400),
+    "offset_s": int_between(-50 * 365 * 86400, 50 * 365 * 86400),
     "ups_runtime": parse_duration,
-    "hold_uploads": _bool,
+    "hold_uploads": boolean,
 }
 _NOISE: Final[Mapping[str, Callable[[Any], Any]]] = {
-    "probe_loss_per_hour": _number_between(0, 60),
+    "probe_loss_per_hour": number_between(0, 60),
     "probe_loss_pct": _pct_range,
-    "probe_blip_pct": _number_between(0, 20),
-    "paper_end_per_hour": _number_between(0, 10),
-    "paper_end_during_faults": _bool,
-    "cpu_spike_pct": _number_between(0, 100),
-    "acquirer_latency_sigma": _number_between(0, 2),
-    "ntp_wander_ms": _number_between(0, 5000),
-    "varied_declines": _bool,
-    "duplicate_report_pct": _number_between(0, 50),
+    "probe_blip_pct": number_between(0, 20),
+    "paper_end_per_hour": number_between(0, 10),
+    "paper_end_during_faults": boolean,
+    "cpu_spike_pct": number_between(0, 100),
+    "acquirer_latency_sigma": number_between(0, 2),
+    "ntp_wander_ms": number_between(0, 5000),
+    "varied_declines": boolean,
+    "duplicate_report_pct": number_between(0, 50),
 }
 _FAULT_FIELDS: Final = {"at": "at_s", "duration": "duration_s", "ups_runtime": "ups_runtime_s"}
 #: keys only some kinds take
