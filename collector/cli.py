@@ -1,8 +1,10 @@
-"""``posmon-collector``: run the collector, create tokens.
+"""``posmon-collector``: run the collector, create tokens, recompute causes, simulate a fleet.
 
     posmon-collector serve --db PATH --listen HOST:PORT [--config FILE] [...]
     posmon-collector token create --db PATH --terminal ID --store ID
     posmon-collector token create --db PATH --viewer NAME
+    posmon-collector reattribute --db PATH --since WHEN [--until WHEN]
+    posmon-collector simulate-fleet --url URL --db PATH --scenario FILE [...]
 
 Exit status: 0 done; 1 the database or the network failed; 2 bad usage or
 settings (the message on stderr names the flag or the file and key).
@@ -91,7 +93,11 @@ def _settings_flags(parser: argparse.ArgumentParser, *, server: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="posmon's collector: receives the agents' reports and stores them.",
+        description=(
+            "posmon's collector: receives the agents' reports, names the cause of every "
+            "failed payment, groups them into incidents and sends alerts, and answers the "
+            "query API, /metrics and the posmon CLI."
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -99,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the collector's HTTP server",
         description=(
-            "Run the collector: accept agents' reports on POST /api/v1/reports and answer "
-            "GET /healthz. Logs collector_listening with the URL once bound. "
+            "Run the collector: accept agents' reports on POST /api/v1/reports, attribute "
+            "failed payments and keep incidents in the background, deliver alerts, and answer "
+            "the query API under /api/v1 (viewer tokens), GET /api/v1/openapi.json, "
+            "GET /metrics and GET /healthz. Logs collector_listening with the URL once bound. "
             "Stops cleanly on SIGTERM or SIGINT."
         ),
     )
