@@ -129,15 +129,25 @@ class Agent:
             log.error("spool_bound_failed", error=str(err))
             return
         for drop in drops:
-            details: dict[str, str | int] = {"reason": drop.reason, "total": drop.total}
-            details.update({f"dropped_{kind}": n for kind, n in sorted(drop.by_kind.items())})
-            log.warning("spool_drop", **details)
-            with contextlib.suppress(SpoolFull):
-                await self.spool_call(
-                    lambda s, d=details: s.append(  # type: ignore[misc]
-                        [AgentEvent(seq=0, ts=_now(), event="spool_drop", details=d)]
-                    )
-                )
+            details = {f"dropped_{kind}": n for kind, n in sorted(drop.by_kind.items())}
+            log.warning("spool_drop", reason=drop.reason, total=drop.total, **details)
+        if drops:
+            await self.report_drops(",".join(drop.reason for drop in drops))
+
+    async def report_drops(self, reason: str) -> None:
+        """Record a ``spool_drop`` event for every drop no earlier one reported."""
+
+        def event(unreported: dict[str, int]) -> Event:
+            details: dict[str, str | int] = {"reason": reason, "total": sum(unreported.values())}
+            details.update({f"dropped_{kind}": n for kind, n in unreported.items()})
+            return AgentEvent(seq=0, ts=_now(), event="spool_drop", details=details)
+
+        try:
+            await self.spool_call(lambda s: s.report_drops(event))
+        except SpoolFull:
+            pass  # no room even for the report: the next drop or start reports it
+        except SpoolError as err:
+            log.error("spool_drop_report_failed", error=str(err))
 
     # -- life cycle -------------------------------------------------------
 
@@ -177,6 +187,7 @@ class Agent:
                 )
             ]
         )
+        await self.report_drops("before_restart")  # drops a stop kept from being reported
         self.uplink = Uplink(
             self.settings.collector, self.settings.uplink, self.info, self.spool_call
         )

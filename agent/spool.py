@@ -454,6 +454,38 @@ class Spool:
             raise SpoolError(f"{self.path}: enforcing the bound failed: {err}") from err
         return out
 
+    def report_drops(self, make_event: Callable[[dict[str, int]], Event]) -> dict[str, int]:
+        """Append one event reporting the drops no earlier report covered; returns them.
+
+        Drops are counted in ``meta`` (``dropped_<kind>``) by the transaction that
+        drops; a report marks what it covers (``reported_<kind>``) in the same
+        transaction as its event. So a report lost to a stop in between is made
+        up on the next call (the agent calls this after dropping and at start).
+        Raises SpoolError (SpoolFull when there is no room for the report).
+        """
+        try:
+            counted = {
+                key.removeprefix("dropped_"): int(value)
+                for key, value in self._q("SELECT key, value FROM meta WHERE key LIKE 'dropped_%'")
+            }
+            reported = {
+                key.removeprefix("reported_"): int(value)
+                for key, value in self._q("SELECT key, value FROM meta WHERE key LIKE 'reported_%'")
+            }
+        except sqlite3.Error as err:
+            raise SpoolError(f"{self.path}: reading the drop counts failed: {err}") from err
+        unreported = {
+            kind: n - reported.get(kind, 0)
+            for kind, n in sorted(counted.items())
+            if n > reported.get(kind, 0)
+        }
+        if unreported:
+            self.append_with(
+                [make_event(unreported)],
+                meta={f"reported_{kind}": str(counted[kind]) for kind in unreported},
+            )
+        return unreported
+
     def _drop_by_age(self) -> dict[str, int]:
         cutoff = self._now() - self.max_age_s
         dropped: Counter[str] = Counter()
