@@ -48,7 +48,7 @@ from protocol import format_datetime
 from protocol.causes import Cause
 
 from . import app as collector_app  # a module: app.py imports this one while loading
-from .api.queries import StateRule, terminals_by_state
+from .api.queries import UNRESOLVED, StateRule, terminals_by_state
 from .correlate import service as correlate_service
 from .settings import AttributionSettings
 
@@ -121,7 +121,7 @@ _FAILED_SQL = """
 SELECT coalesce(cause, ?), count(*) FROM txns
 WHERE failed = 1 AND ts >= ? GROUP BY 1
 """
-_IN_DOUBT_SQL = "SELECT count(*) FROM txns WHERE in_doubt = 1 AND resolution IS NULL"
+_IN_DOUBT_SQL = f"SELECT count(*) FROM txns WHERE {UNRESOLVED}"
 _INCIDENTS_SQL = """
 SELECT kind, cause, count(*) FROM incidents WHERE ended_at IS NULL GROUP BY kind, cause
 """
